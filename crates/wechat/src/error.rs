@@ -1,0 +1,127 @@
+//! The client's typed error: WeChat errcodes sorted by what a backend should do about them,
+//! plus transport and protocol failures.
+//!
+//! Messages never carry a secret: WeChat's `errmsg` is kept (it names no secret), URLs are not.
+
+use std::time::Duration;
+
+/// What kind of WeChat errcode this is, following the table in the project's DOMAIN notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ApiErrorKind {
+    /// -1: system busy; retried with backoff before it reaches the caller.
+    Busy,
+    /// 40029: the login code is invalid or expired; the client needs a new one.
+    InvalidCode,
+    /// 40163: the login code was already used.
+    CodeUsed,
+    /// 41008: no code was sent.
+    MissingCode,
+    /// 40226: a high-risk user; refuse the login.
+    RiskyUser,
+    /// 45011: too many calls for this user (100 a minute); retry after a minute.
+    RateLimited,
+    /// 40013: the AppID is wrong (configuration error).
+    InvalidAppId,
+    /// 40125: the AppSecret is wrong (configuration error).
+    InvalidSecret,
+    /// 40001 / 40014: the access token is invalid (or no longer the latest).
+    AccessTokenInvalid,
+    /// 42001: the access token expired.
+    AccessTokenExpired,
+    /// 87009: the signature is wrong: the session_key is stale.
+    BadSignature,
+    /// Any other errcode.
+    Other,
+}
+
+impl ApiErrorKind {
+    /// Classifies a WeChat errcode.
+    ///
+    /// ```
+    /// use wxauth_wechat::ApiErrorKind;
+    /// assert_eq!(ApiErrorKind::from_errcode(40163), ApiErrorKind::CodeUsed);
+    /// assert_eq!(ApiErrorKind::from_errcode(12345), ApiErrorKind::Other);
+    /// ```
+    pub fn from_errcode(errcode: i64) -> Self {
+        match errcode {
+            -1 => Self::Busy,
+            40029 => Self::InvalidCode,
+            40163 => Self::CodeUsed,
+            41008 => Self::MissingCode,
+            40226 => Self::RiskyUser,
+            45011 => Self::RateLimited,
+            40013 => Self::InvalidAppId,
+            40125 => Self::InvalidSecret,
+            40001 | 40014 => Self::AccessTokenInvalid,
+            42001 => Self::AccessTokenExpired,
+            87009 => Self::BadSignature,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether a fresh access token and one retry may cure it.
+    pub fn is_access_token_problem(self) -> bool {
+        matches!(self, Self::AccessTokenInvalid | Self::AccessTokenExpired)
+    }
+}
+
+/// A call to WeChat that did not give the expected answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WechatError {
+    /// WeChat answered with a non-zero errcode.
+    #[error("WeChat error {errcode}: {errmsg}")]
+    Api {
+        /// What to do about it.
+        kind: ApiErrorKind,
+        /// WeChat's errcode.
+        errcode: i64,
+        /// WeChat's errmsg (it names no secret).
+        errmsg: String,
+    },
+    /// WeChat could not be reached.
+    #[error("could not connect to the WeChat API")]
+    Connect,
+    /// WeChat did not answer in time.
+    #[error("the WeChat API did not answer within {0:?}")]
+    Timeout(Duration),
+    /// WeChat answered with a non-success HTTP status.
+    #[error("the WeChat API answered HTTP {0}")]
+    Status(u16),
+    /// WeChat's answer was not what its API documents (not JSON, or a field missing).
+    #[error("unexpected answer from the WeChat API: {0}")]
+    Protocol(String),
+}
+
+impl WechatError {
+    /// The errcode, when WeChat gave one.
+    ///
+    /// ```
+    /// use wxauth_wechat::WechatError;
+    /// assert_eq!(WechatError::Connect.errcode(), None);
+    /// ```
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            Self::Api { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+
+    /// The errcode's kind, when WeChat gave one.
+    pub fn api_kind(&self) -> Option<ApiErrorKind> {
+        match self {
+            Self::Api { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a non-zero errcode.
+    pub fn api(errcode: i64, errmsg: impl Into<String>) -> Self {
+        Self::Api {
+            kind: ApiErrorKind::from_errcode(errcode),
+            errcode,
+            errmsg: errmsg.into(),
+        }
+    }
+}
