@@ -276,7 +276,11 @@ pub fn raw_data_signature(raw_data: &str, session_key: &SessionKey) -> String {
 /// assert!(crypto::verify_raw_data_signature("{\"nickName\":\"Band\"}", &sig, &key));
 /// assert!(!crypto::verify_raw_data_signature("{\"nickName\":\"Bond\"}", &sig, &key));
 /// ```
-pub fn verify_raw_data_signature(raw_data: &str, signature: &str, session_key: &SessionKey) -> bool {
+pub fn verify_raw_data_signature(
+    raw_data: &str,
+    signature: &str,
+    session_key: &SessionKey,
+) -> bool {
     let expected = raw_data_signature(raw_data, session_key);
     let given = signature.to_ascii_lowercase();
     expected.as_bytes().ct_eq(given.as_bytes()).into()
@@ -296,8 +300,9 @@ pub fn verify_raw_data_signature(raw_data: &str, signature: &str, session_key: &
 /// ```
 pub fn session_key_signature(session_key: &SessionKey, message: &[u8]) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(session_key.expose_secret().as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    let mut mac =
+        <Hmac<Sha256> as hmac::Mac>::new_from_slice(session_key.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(message);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -324,7 +329,10 @@ mod tests {
         let info = decrypt_user_info(&sample_key(), SAMPLE_ENCRYPTED, SAMPLE_IV, &check).unwrap();
         assert_eq!(info.nick_name.as_deref(), Some("Band"));
         assert_eq!(info.city.as_deref(), Some("Guangzhou"));
-        assert_eq!(info.open_id.as_deref(), Some("oGZUI0egBJY1zhBYw2KhdUfwVJJE"));
+        assert_eq!(
+            info.open_id.as_deref(),
+            Some("oGZUI0egBJY1zhBYw2KhdUfwVJJE")
+        );
         assert_eq!(info.union_id.as_deref(), Some(SAMPLE_UNIONID));
         assert_eq!(info.watermark.timestamp, 1_477_314_187);
         assert_eq!(info.watermark.appid, SAMPLE_APPID);
@@ -333,18 +341,24 @@ mod tests {
     #[test]
     fn the_sample_is_refused_for_another_app() {
         let app = AppId::parse("wx0000000000000000").unwrap();
-        let err =
-            decrypt_user_info(&sample_key(), SAMPLE_ENCRYPTED, SAMPLE_IV, &WatermarkCheck::new(&app))
-                .unwrap_err();
+        let err = decrypt_user_info(
+            &sample_key(),
+            SAMPLE_ENCRYPTED,
+            SAMPLE_IV,
+            &WatermarkCheck::new(&app),
+        )
+        .unwrap_err();
         assert_eq!(err, DecryptError::WatermarkMismatch);
     }
 
     #[test]
     fn the_sample_is_stale_ten_minutes_after_its_timestamp() {
         let app = AppId::parse(SAMPLE_APPID).unwrap();
-        let fresh = WatermarkCheck::new(&app).max_age(1_477_314_187 + 599, Duration::from_secs(600));
+        let fresh =
+            WatermarkCheck::new(&app).max_age(1_477_314_187 + 599, Duration::from_secs(600));
         assert!(decrypt_user_info(&sample_key(), SAMPLE_ENCRYPTED, SAMPLE_IV, &fresh).is_ok());
-        let stale = WatermarkCheck::new(&app).max_age(1_477_314_187 + 601, Duration::from_secs(600));
+        let stale =
+            WatermarkCheck::new(&app).max_age(1_477_314_187 + 601, Duration::from_secs(600));
         assert_eq!(
             decrypt_user_info(&sample_key(), SAMPLE_ENCRYPTED, SAMPLE_IV, &stale).unwrap_err(),
             DecryptError::Expired { age_secs: 601 }
@@ -368,7 +382,11 @@ mod tests {
         let expected = "75e81ceda165f4ffa64f4068af58c64b8f54b88c";
         assert_eq!(raw_data_signature(raw_data, &key), expected);
         assert!(verify_raw_data_signature(raw_data, expected, &key));
-        assert!(verify_raw_data_signature(raw_data, &expected.to_uppercase(), &key));
+        assert!(verify_raw_data_signature(
+            raw_data,
+            &expected.to_uppercase(),
+            &key
+        ));
         assert!(!verify_raw_data_signature(raw_data, &expected[..39], &key));
     }
 

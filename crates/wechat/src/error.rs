@@ -80,7 +80,7 @@ pub enum WechatError {
         /// WeChat's errmsg (it names no secret).
         errmsg: String,
     },
-    /// WeChat could not be reached.
+    /// WeChat could not be reached: the connection failed, so the request was not sent.
     #[error("could not connect to the WeChat API")]
     Connect,
     /// WeChat did not answer in time.
@@ -89,9 +89,13 @@ pub enum WechatError {
     /// WeChat answered with a non-success HTTP status.
     #[error("the WeChat API answered HTTP {0}")]
     Status(u16),
-    /// WeChat's answer was not what its API documents (not JSON, or a field missing).
+    /// WeChat's answer was not what its API documents (not JSON, or a field missing), or the
+    /// connection broke after the request was sent (so it may have been acted on).
     #[error("unexpected answer from the WeChat API: {0}")]
     Protocol(String),
+    /// The client is misconfigured (e.g. an API base URL that cannot take a path); nothing was sent.
+    #[error("WeChat client configuration: {0}")]
+    Config(String),
 }
 
 impl WechatError {

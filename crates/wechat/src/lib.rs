@@ -1,6 +1,11 @@
 //! A client for WeChat's Mini Program server API, and the open-data crypto.
 //!
 //! # Layout
+//! - [`client`]: [`WechatClient`], the HTTP client for `code2Session`, access tokens,
+//!   `getuserphonenumber`, `checksession` and `resetusersessionkey`, with busy retries,
+//!   timeouts and secrets kept out of every error and log line; configured by [`ClientConfig`].
+//! - [`token`]: [`AccessToken`] and the [`TokenStore`] that caches it per app and lets
+//!   instances share one refresher ([`MemoryTokenStore`] by default).
 //! - [`types`]: identifiers (`AppId`, `OpenId`, `UnionId`, `JsCode`) and secrets (`AppSecret`,
 //!   `SessionKey`) parsed once at the edge; decrypted payloads (`UserInfo`, `PhoneInfo`).
 //! - [`crypto`]: strict `WXBizDataCrypt` decryption, the `rawData` and checksession signatures.
@@ -8,11 +13,15 @@
 //!
 //! No web framework here: the crate is usable on its own.
 
+pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod token;
 pub mod types;
 
+pub use client::{ClientConfig, TokenMode, WechatClient};
 pub use error::{ApiErrorKind, WechatError};
+pub use token::{AccessToken, MemoryTokenStore, TokenStore, TokenStoreError};
 pub use types::{
     AppCredentials, AppId, AppSecret, Code2Session, JsCode, OpenId, ParseError, PhoneInfo,
     SessionKey, UnionId, UserInfo, Watermark,
