@@ -1,0 +1,297 @@
+//! The API's one error type and its stable JSON shape:
+//! `{"error": {"code": "<snake_case>", "message": "<text>", "wechat_errcode"?: n}}`.
+//!
+//! Codes are a contract with clients; messages are for people. Details of server-side failures
+//! go to the log, never into the response.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use wxauth_wechat::crypto::DecryptError;
+use wxauth_wechat::{ApiErrorKind, WechatError};
+
+use crate::store::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed: bad JSON, a missing or invalid field.
+    #[error("{0}")]
+    InvalidRequest(Cow<'static, str>),
+    /// The body is not `application/json`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body is over the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Several apps are configured and the request did not say which.
+    #[error("app_id required")]
+    AppIdRequired,
+    /// The app_id is not configured here.
+    #[error("unknown app")]
+    UnknownApp,
+    /// No usable credentials.
+    #[error("unauthorized")]
+    Unauthorized(&'static str),
+    /// The token (or its session) expired.
+    #[error("token expired")]
+    TokenExpired,
+    /// The session was revoked.
+    #[error("token revoked")]
+    TokenRevoked,
+    /// A call to WeChat failed.
+    #[error("wechat: {0}")]
+    Wechat(#[from] WechatError),
+    /// Open data could not be decrypted or failed a check.
+    #[error("open data: {0}")]
+    OpenData(#[from] DecryptError),
+    /// The decrypted data belongs to another user.
+    #[error("openid mismatch")]
+    OpenIdMismatch,
+    /// The rawData signature does not match.
+    #[error("bad signature")]
+    BadSignature,
+    /// A fresh code given with open data belongs to another user.
+    #[error("identity mismatch")]
+    IdentityMismatch,
+    /// A store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A bug; details are logged, not sent.
+    #[error("internal: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wechat_errcode: Option<i64>,
+}
+
+impl ApiError {
+    /// The HTTP status, the stable code, and the message.
+    pub fn parts(&self) -> (StatusCode, &'static str, Cow<'static, str>) {
+        use ApiError as E;
+        match self {
+            E::InvalidRequest(message) => {
+                (StatusCode::BAD_REQUEST, "invalid_request", message.clone())
+            }
+            E::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json".into(),
+            ),
+            E::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is over the size limit".into(),
+            ),
+            E::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such route".into()),
+            E::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method".into(),
+            ),
+            E::AppIdRequired => (
+                StatusCode::BAD_REQUEST,
+                "app_id_required",
+                "several mini programs are configured: send app_id".into(),
+            ),
+            E::UnknownApp => (
+                StatusCode::NOT_FOUND,
+                "unknown_app",
+                "this app_id is not configured on this service".into(),
+            ),
+            E::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", (*message).into())
+            }
+            E::TokenExpired => (
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "the token has expired: refresh it, or log in again".into(),
+            ),
+            E::TokenRevoked => (
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                "the session was revoked: log in again".into(),
+            ),
+            E::Wechat(err) => wechat_parts(err),
+            E::OpenData(DecryptError::Decrypt) => (
+                StatusCode::BAD_REQUEST,
+                "decrypt_failed",
+                "the data could not be decrypted with this session's session_key, which has \
+                 probably changed: call wx.login and send the new code together with the data"
+                    .into(),
+            ),
+            E::OpenData(DecryptError::WatermarkMismatch) => (
+                StatusCode::BAD_REQUEST,
+                "watermark_mismatch",
+                "the data was made for another mini program".into(),
+            ),
+            E::OpenData(DecryptError::Expired { .. }) => (
+                StatusCode::BAD_REQUEST,
+                "data_expired",
+                "the data is too old: get it again from WeChat and send it at once".into(),
+            ),
+            E::OpenData(DecryptError::Malformed) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_data",
+                "the decrypted data does not have the expected fields".into(),
+            ),
+            E::OpenIdMismatch => (
+                StatusCode::BAD_REQUEST,
+                "openid_mismatch",
+                "the data belongs to another user".into(),
+            ),
+            E::BadSignature => (
+                StatusCode::BAD_REQUEST,
+                "bad_signature",
+                "the signature does not match raw_data".into(),
+            ),
+            E::IdentityMismatch => (
+                StatusCode::BAD_REQUEST,
+                "identity_mismatch",
+                "the code belongs to another user than this session".into(),
+            ),
+            E::Store(StoreError::Unavailable { store, .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the {store} is unavailable; try again shortly").into(),
+            ),
+            E::Store(StoreError::Other(_)) | E::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "something went wrong on our side".into(),
+            ),
+        }
+    }
+}
+
+fn wechat_parts(err: &WechatError) -> (StatusCode, &'static str, Cow<'static, str>) {
+    match err {
+        WechatError::Api { kind, .. } => match kind {
+            ApiErrorKind::InvalidCode => (
+                StatusCode::BAD_REQUEST,
+                "invalid_code",
+                "the code is invalid or expired: call wx.login for a new one".into(),
+            ),
+            ApiErrorKind::CodeUsed => (
+                StatusCode::BAD_REQUEST,
+                "code_used",
+                "the code was already used: call wx.login for a new one".into(),
+            ),
+            ApiErrorKind::MissingCode => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "code is required".into(),
+            ),
+            ApiErrorKind::RiskyUser => (
+                StatusCode::FORBIDDEN,
+                "risky_user",
+                "WeChat flags this user as high-risk; login refused".into(),
+            ),
+            ApiErrorKind::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many logins for this user: retry in a minute".into(),
+            ),
+            ApiErrorKind::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wechat_busy",
+                "WeChat is busy: retry shortly".into(),
+            ),
+            ApiErrorKind::InvalidAppId | ApiErrorKind::InvalidSecret => (
+                StatusCode::BAD_GATEWAY,
+                "wechat_config_error",
+                "WeChat refused this service's app credentials".into(),
+            ),
+            _ => (
+                StatusCode::BAD_GATEWAY,
+                "wechat_error",
+                "WeChat answered with an error".into(),
+            ),
+        },
+        WechatError::Timeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "wechat_timeout",
+            "WeChat did not answer in time".into(),
+        ),
+        _ => (
+            StatusCode::BAD_GATEWAY,
+            "wechat_unavailable",
+            "WeChat could not be reached or gave an unexpected answer".into(),
+        ),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        match &self {
+            ApiError::Store(err) if status.is_server_error() => {
+                tracing::error!(error = ?anyhow_chain(err), "store failure");
+            }
+            ApiError::Internal(err) => tracing::error!(error = ?err, "internal error"),
+            ApiError::Wechat(err) if status.is_server_error() => {
+                // Credentials rejected by WeChat is an operator problem: say so loudly.
+                if code == "wechat_config_error" {
+                    tracing::error!(error = %err, "WeChat rejected the configured AppID/AppSecret");
+                } else {
+                    tracing::warn!(error = %err, "WeChat call failed");
+                }
+            }
+            _ => {}
+        }
+        let wechat_errcode = match &self {
+            ApiError::Wechat(err) => err.errcode(),
+            _ => None,
+        };
+        let body = Body {
+            error: Detail {
+                code,
+                message: &message,
+                wechat_errcode,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match code {
+                "unauthorized" => "Bearer realm=\"wxauth\"".to_owned(),
+                other => format!("Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{other}\""),
+            };
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        if code == "rate_limited" {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        if code == "wechat_busy" || code == "store_unavailable" {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn anyhow_chain(err: &StoreError) -> String {
+    match err {
+        StoreError::Unavailable { source, .. } => format!("{source:#}"),
+        StoreError::Other(source) => format!("{source:#}"),
+    }
+}

@@ -1,0 +1,28 @@
+//! wxauth: login and identity for WeChat Mini Programs.
+//!
+//! # Layout
+//! - [`cli`]: the `wxauth` commands; [`demo`]: the all-in-one demo.
+//! - [`config`]: defaults → TOML → `WXAUTH_*` environment, secrets resolved and checked.
+//! - [`startup`]: `Application::build(config)` binds, `run_until_stopped()` serves.
+//! - [`state`]: the shared [`state::AppState`]; [`clock`]: time as a parameter.
+//! - [`api`]: the HTTP routes, one module per area; [`extract`]: JSON and bearer extractors;
+//!   [`error`]: the one API error type and its JSON shape.
+//! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
+//! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod extract;
+pub mod seal;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,186 @@
+//! Tokens and sessions: bearer checks, refresh rotation and reuse, logout, expiry, restart.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
+    app.post("/v1/auth/refresh", json!({ "refresh_token": refresh_token }))
+        .await
+}
+
+#[tokio::test]
+async fn a_missing_or_bad_bearer_token_is_unauthorized_with_a_challenge() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/v1/me")).send().await.unwrap();
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"wxauth\""
+    );
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    for header in ["Bearer", "Basic abc", "Bearer wxa_nonsense", "Bearer wxr_abc", "Bearer 😀"] {
+        let response = app
+            .http
+            .get(app.url("/v1/me"))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key("www-authenticate"));
+        assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_pair() {
+    let app = spawn_app().await;
+    let login = app.login("alice").await;
+    let response = refresh(&app, &token(&login, "refresh_token")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let pair: Value = response.json().await.unwrap();
+    assert_eq!(pair["token_type"], "Bearer");
+    assert_eq!(pair["expires_in"], 7200);
+    let new_access = token(&pair, "access_token");
+    assert_ne!(new_access, token(&login, "access_token"));
+    assert_ne!(token(&pair, "refresh_token"), token(&login, "refresh_token"));
+    assert_eq!(app.me(&new_access).await.status(), StatusCode::OK);
+    // The new refresh token works once more.
+    let again = refresh(&app, &token(&pair, "refresh_token")).await;
+    assert_eq!(again.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refresh_token_used_twice_revokes_the_whole_session() {
+    let app = spawn_app().await;
+    let login = app.login("bob").await;
+    let first_refresh = token(&login, "refresh_token");
+    let pair: Value = refresh(&app, &first_refresh).await.json().await.unwrap();
+
+    let reuse = refresh(&app, &first_refresh).await;
+    assert_error(reuse, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    // Every token of the session is dead now, old and new.
+    for access in [token(&login, "access_token"), token(&pair, "access_token")] {
+        assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    }
+    let rotated = refresh(&app, &token(&pair, "refresh_token")).await;
+    assert_error(rotated, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    // Another session of the same user is untouched.
+    let other = app.login("bob").await;
+    assert_eq!(app.me(&token(&other, "access_token")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unknown_refresh_token_is_unauthorized() {
+    let app = spawn_app().await;
+    for value in ["wxr_doesnotexist", "wxa_notarefreshtoken", ""] {
+        let response = refresh(&app, value).await;
+        assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_the_session_at_once() {
+    let app = spawn_app().await;
+    let login = app.login("carol").await;
+    let access = token(&login, "access_token");
+    let response = app.post_authed("/v1/auth/logout", &access, json!({})).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let me = app.me(&access).await;
+    let challenge = me.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert_error(me, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    let again = refresh(&app, &token(&login, "refresh_token")).await;
+    assert_error(again, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    let logout_again = app.post_authed("/v1/auth/logout", &access, json!({})).await;
+    assert_error(logout_again, StatusCode::UNAUTHORIZED, "token_revoked").await;
+}
+
+#[tokio::test]
+async fn an_access_token_expires_after_its_ttl_and_refresh_restores_access() {
+    let app = spawn_app().await;
+    let login = app.login("dave").await;
+    let access = token(&login, "access_token");
+    app.clock.advance(7199);
+    assert_eq!(app.me(&access).await.status(), StatusCode::OK);
+    app.clock.advance(1);
+    assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED, "token_expired").await;
+
+    let pair: Value = refresh(&app, &token(&login, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(app.me(&token(&pair, "access_token")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refresh_token_expires_after_its_ttl() {
+    let app = spawn_app().await;
+    let login = app.login("erin").await;
+    app.clock.advance(30 * 86400);
+    let response = refresh(&app, &token(&login, "refresh_token")).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "token_expired").await;
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_maximum_age_however_often_it_is_refreshed() {
+    let app = spawn_app_with(Options {
+        tweak: Box::new(|config| {
+            config.tokens.session_max_age = std::time::Duration::from_secs(3 * 3600);
+        }),
+        ..Options::default()
+    })
+    .await;
+    let login = app.login("fay").await;
+    app.clock.advance(2 * 3600);
+    let pair: Value = refresh(&app, &token(&login, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Only an hour of the session is left, and the new tokens say so.
+    assert_eq!(pair["expires_in"], 3600);
+    assert_eq!(pair["refresh_expires_in"], 3600);
+    app.clock.advance(3600);
+    let access = token(&pair, "access_token");
+    assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED, "token_expired").await;
+    let response = refresh(&app, &token(&pair, "refresh_token")).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "token_expired").await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_sessions_valid_and_revoked_ones_revoked() {
+    let app = spawn_app().await;
+    let kept = app.login("gus").await;
+    let ended = app.login("gus").await;
+    let ended_access = token(&ended, "access_token");
+    app.post_authed("/v1/auth/logout", &ended_access, json!({}))
+        .await;
+
+    let app = app.restart().await;
+    assert_eq!(app.me(&token(&kept, "access_token")).await.status(), StatusCode::OK);
+    assert_error(app.me(&ended_access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    let response = refresh(&app, &token(&kept, "refresh_token")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn only_token_hashes_and_sealed_session_keys_are_stored() {
+    let app = spawn_app().await;
+    app.sim(
+        "/sim/users",
+        json!({ "appid": app.app_id, "user": "hal", "session_key": SAMPLE_SESSION_KEY }),
+    )
+    .await;
+    let login = app.login("hal").await;
+    let bytes = std::fs::read(app.db_path()).unwrap();
+    let wal = std::fs::read(app.db_path().with_extension("db-wal")).unwrap_or_default();
+    for haystack in [&bytes, &wal] {
+        let text = String::from_utf8_lossy(haystack);
+        assert!(!text.contains(&token(&login, "access_token")[4..]));
+        assert!(!text.contains(&token(&login, "refresh_token")[4..]));
+        assert!(!text.contains(SAMPLE_SESSION_KEY));
+    }
+}
