@@ -522,7 +522,11 @@ impl Sim {
         let code = js_code.ok_or(WxError::MISSING_CODE)?;
         let now = self.clock.now();
         let mut world = self.world();
-        let user = world.login_codes.check(&app.appid, code, now)?.payload.clone();
+        let user = world
+            .login_codes
+            .check(&app.appid, code, now)?
+            .payload
+            .clone();
         world.take_quota(&app.appid, &user, now)?;
         world.login_codes.mark_used(code);
         let identity = world

@@ -123,7 +123,12 @@ where
             tokio::time::sleep(delay).await;
         }
         if let Some(answer) = fault_answer(&fault, content_type, sim.clock.now()) {
-            tracing::debug!(path, appid = app, errcode = fault.errcode, "wechat call (faulted)");
+            tracing::debug!(
+                path,
+                appid = app,
+                errcode = fault.errcode,
+                "wechat call (faulted)"
+            );
             return answer;
         }
     }
