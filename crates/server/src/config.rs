@@ -45,7 +45,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -336,7 +335,8 @@ impl Config {
             problems.push("wechat.timeout must be more than 0s".to_owned());
         }
         if self.tokens.access_ttl.is_zero() || self.tokens.refresh_ttl.is_zero() {
-            problems.push("tokens.access_ttl and tokens.refresh_ttl must be more than 0s".to_owned());
+            problems
+                .push("tokens.access_ttl and tokens.refresh_ttl must be more than 0s".to_owned());
         }
         if self.tokens.session_max_age < self.tokens.access_ttl {
             problems.push("tokens.session_max_age must be at least tokens.access_ttl".to_owned());

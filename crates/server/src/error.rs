@@ -273,7 +273,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match code {
                 "unauthorized" => "Bearer realm=\"wxauth\"".to_owned(),
-                other => format!("Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{other}\""),
+                other => format!(
+                    "Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{other}\""
+                ),
             };
             if let Ok(value) = HeaderValue::from_str(&challenge) {
                 headers.insert(header::WWW_AUTHENTICATE, value);

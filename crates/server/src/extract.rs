@@ -34,7 +34,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         JsonRejection::JsonDataError(err) => ApiError::InvalidRequest(
-            format!("the JSON body does not fit this request: {}", err.body_text()).into(),
+            format!(
+                "the JSON body does not fit this request: {}",
+                err.body_text()
+            )
+            .into(),
         ),
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::InvalidRequest("the body is not valid JSON".into())
@@ -54,7 +58,12 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
         let now = state.now();
-        match state.stores.sessions.authenticate(&TokenHash::of(token), now).await? {
+        match state
+            .stores
+            .sessions
+            .authenticate(&TokenHash::of(token), now)
+            .await?
+        {
             AccessCheck::Valid(session) => {
                 state.touch_later(&session, now);
                 Ok(Self(session))
@@ -70,16 +79,20 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <access_token>"))?;
+        .ok_or(ApiError::Unauthorized(
+            "send Authorization: Bearer <access_token>",
+        ))?;
     let value = header
         .to_str()
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(ApiError::Unauthorized("send Authorization: Bearer <access_token>"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized(
+        "send Authorization: Bearer <access_token>",
+    ))?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || !token.starts_with(ACCESS_PREFIX) {
-        return Err(ApiError::Unauthorized("send Authorization: Bearer <access_token>"));
+        return Err(ApiError::Unauthorized(
+            "send Authorization: Bearer <access_token>",
+        ));
     }
     Ok(token)
 }

@@ -77,7 +77,9 @@ impl Application {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", config.server.listen))?;
-        let addr = listener.local_addr().context("Failed to read the bound address")?;
+        let addr = listener
+            .local_addr()
+            .context("Failed to read the bound address")?;
         Ok(Self {
             listener,
             addr,

@@ -44,7 +44,9 @@ pub struct NewToken {
 
 impl fmt::Debug for NewToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewToken").field("hash", &self.hash).finish_non_exhaustive()
+        f.debug_struct("NewToken")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 

@@ -153,7 +153,11 @@ async fn open_session(
         ip: meta.ip,
     };
     let (pair, access, refresh) = mint_pair(state, now, expires_at);
-    state.stores.sessions.create(&session, access, refresh).await?;
+    state
+        .stores
+        .sessions
+        .create(&session, access, refresh)
+        .await?;
     Ok(pair)
 }
 

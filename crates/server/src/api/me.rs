@@ -36,7 +36,9 @@ async fn current_user(state: &AppState, app_id: &AppId, openid: &OpenId) -> Resu
         .users
         .user_by_identity(app_id, openid)
         .await?
-        .ok_or(ApiError::Unauthorized("the user of this session no longer exists"))
+        .ok_or(ApiError::Unauthorized(
+            "the user of this session no longer exists",
+        ))
 }
 
 async fn me(
@@ -89,7 +91,11 @@ async fn userinfo(
     }
     let info: UserInfo =
         crypto::decrypt_user_info(&session_key, &request.encrypted_data, &request.iv, &check)?;
-    if info.open_id.as_deref().is_some_and(|id| id != openid.as_str()) {
+    if info
+        .open_id
+        .as_deref()
+        .is_some_and(|id| id != openid.as_str())
+    {
         return Err(ApiError::OpenIdMismatch);
     }
     if let (Some(raw), Some(signature)) = (&request.raw_data, &request.signature) {
@@ -106,7 +112,9 @@ async fn userinfo(
         .users
         .update_profile(&app_id, &openid, &update, unionid.as_ref(), now)
         .await?
-        .ok_or(ApiError::Unauthorized("the user of this session no longer exists"))?;
+        .ok_or(ApiError::Unauthorized(
+            "the user of this session no longer exists",
+        ))?;
     Ok(Json(MeView::new(&user, app_id.as_str(), openid.as_str())))
 }
 

@@ -83,7 +83,12 @@ async fn fifty_concurrent_first_logins_of_one_user_make_one_user() {
         let http = app.http.clone();
         let url = app.url("/v1/auth/login");
         tokio::spawn(async move {
-            let response = http.post(url).json(&json!({ "code": code })).send().await.unwrap();
+            let response = http
+                .post(url)
+                .json(&json!({ "code": code }))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response.json::<serde_json::Value>().await.unwrap()
         })
@@ -119,7 +124,10 @@ async fn an_unknown_app_id_is_not_found() {
     let app = spawn_app().await;
     let code = app.code("gina").await;
     let response = app
-        .post("/v1/auth/login", json!({ "code": code, "app_id": "wx0000000000000000" }))
+        .post(
+            "/v1/auth/login",
+            json!({ "code": code, "app_id": "wx0000000000000000" }),
+        )
         .await;
     assert_error(response, StatusCode::NOT_FOUND, "unknown_app").await;
 }
@@ -129,7 +137,10 @@ async fn the_app_id_may_be_given_when_only_one_app_is_configured() {
     let app = spawn_app().await;
     let code = app.code("hank").await;
     let response = app
-        .post("/v1/auth/login", json!({ "code": code, "app_id": app.app_id }))
+        .post(
+            "/v1/auth/login",
+            json!({ "code": code, "app_id": app.app_id }),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -161,12 +172,14 @@ async fn a_busy_wechat_is_retried_and_then_reported() {
     let app = spawn_app().await;
     // Busy once: the retry succeeds.
     let code = app.code("kate").await;
-    app.fault("/sns/jscode2session", json!({ "errcode": -1 }), 1).await;
+    app.fault("/sns/jscode2session", json!({ "errcode": -1 }), 1)
+        .await;
     let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_eq!(response.status(), StatusCode::OK);
     // Busy on every try: 503.
     let code = app.code("kate").await;
-    app.fault("/sns/jscode2session", json!({ "errcode": -1 }), 3).await;
+    app.fault("/sns/jscode2session", json!({ "errcode": -1 }), 3)
+        .await;
     let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "wechat_busy").await;
 }
@@ -193,8 +206,12 @@ async fn a_broken_wechat_answer_is_a_502() {
     assert_error(response, StatusCode::BAD_GATEWAY, "wechat_unavailable").await;
 
     let code = app.code("mia").await;
-    app.fault("/sns/jscode2session", json!({ "body": "<html>oops</html>" }), 1)
-        .await;
+    app.fault(
+        "/sns/jscode2session",
+        json!({ "body": "<html>oops</html>" }),
+        1,
+    )
+    .await;
     let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_error(response, StatusCode::BAD_GATEWAY, "wechat_unavailable").await;
 }

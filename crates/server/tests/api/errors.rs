@@ -16,7 +16,12 @@ async fn a_body_that_is_not_json_is_unsupported() {
         .send()
         .await
         .unwrap();
-    assert_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    assert_error(
+        response,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -36,11 +41,19 @@ async fn malformed_json_is_an_invalid_request() {
 #[tokio::test]
 async fn missing_or_mistyped_fields_are_invalid_requests() {
     let app = spawn_app().await;
-    for body in [json!({}), json!({ "code": 5 }), json!({ "code": "" }), json!({ "code": "a b" }), json!([1])] {
+    for body in [
+        json!({}),
+        json!({ "code": 5 }),
+        json!({ "code": "" }),
+        json!({ "code": "a b" }),
+        json!([1]),
+    ] {
         let response = app.post("/v1/auth/login", body.clone()).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
-    let response = app.post("/v1/auth/refresh", json!({ "refresh": "x" })).await;
+    let response = app
+        .post("/v1/auth/refresh", json!({ "refresh": "x" }))
+        .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
 }
 
@@ -57,8 +70,18 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     let app = spawn_app().await;
     let response = app.http.get(app.url("/v1/nothing")).send().await.unwrap();
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
-    let response = app.http.get(app.url("/v1/auth/login")).send().await.unwrap();
-    assert_error(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let response = app
+        .http
+        .get(app.url("/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -10,9 +10,9 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimApp, SimConfig, SimHandle};
+use wxauth::Application;
 use wxauth::clock::ManualClock;
 use wxauth::config::{AppConfig, Config, DatabaseUrl};
-use wxauth::Application;
 
 /// WeChat's published sample app and identity.
 pub const SAMPLE_APP_ID: &str = "wx4f4bc4dec97d474b";
@@ -43,7 +43,10 @@ impl Sim {
         .await
         .unwrap();
         let url = handle.base_url();
-        Arc::new(Self { _handle: handle, url })
+        Arc::new(Self {
+            _handle: handle,
+            url,
+        })
     }
 }
 
@@ -100,9 +103,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.database.url = DatabaseUrl::from(
-        format!("sqlite://{}", dir.path().join("wxauth.db").display()).as_str(),
-    );
+    config.database.url =
+        DatabaseUrl::from(format!("sqlite://{}", dir.path().join("wxauth.db").display()).as_str());
     config.wechat.api_base = sim.url.parse().unwrap();
     config.wechat.timeout = Duration::from_secs(2);
     config.security.data_key = Some(SecretString::from(TEST_DATA_KEY));
@@ -194,7 +196,11 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "sim {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "sim {path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -231,7 +237,12 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.http.post(self.url(path)).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_authed(&self, path: &str, token: &str, body: Value) -> Response {
@@ -280,7 +291,9 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], code, "body: {body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "a message: {body}"
     );
     body

@@ -1,6 +1,9 @@
 //! End-to-end tests of the service over real HTTP: the real `Application` on port 0 against
 //! the real WeChat simulator on port 0.
 
+// Tests panic on purpose when something is off.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod auth;

@@ -19,7 +19,10 @@ fn encrypted(session_key: &str, plain: &Value) -> Value {
 /// Pins a user's session_key in the simulator and logs them in; returns (login, openid).
 async fn login_with_pinned_key(app: &TestApp, user: &str, key: &str) -> (Value, String) {
     let person = app
-        .sim("/sim/users", json!({ "appid": app.app_id, "user": user, "session_key": key }))
+        .sim(
+            "/sim/users",
+            json!({ "appid": app.app_id, "user": user, "session_key": key }),
+        )
         .await;
     let login = app.login(user).await;
     (login, person["openid"].as_str().unwrap().to_owned())
@@ -77,13 +80,23 @@ async fn data_under_a_rotated_session_key_fails_until_the_new_code_is_sent_with_
     // The mini program calls wx.login again: WeChat rotates the session_key.
     let fresh_code = app.code("carol").await;
     let info = app
-        .sim("/sim/userinfo", json!({ "appid": app.app_id, "user": "carol",
-                                      "profile": { "nickName": "Carol" } }))
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "carol",
+                                      "profile": { "nickName": "Carol" } }),
+        )
         .await;
 
-    let response = app.post_authed("/v1/me/userinfo", &access, info.clone()).await;
+    let response = app
+        .post_authed("/v1/me/userinfo", &access, info.clone())
+        .await;
     let body = assert_error(response, StatusCode::BAD_REQUEST, "decrypt_failed").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("wx.login"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wx.login")
+    );
 
     let mut with_code = info;
     with_code["code"] = json!(fresh_code);
@@ -94,8 +107,11 @@ async fn data_under_a_rotated_session_key_fails_until_the_new_code_is_sent_with_
 
     // The session now holds the new key: later data decrypts without a code.
     let info = app
-        .sim("/sim/userinfo", json!({ "appid": app.app_id, "user": "carol",
-                                      "profile": { "nickName": "Carol 2" } }))
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "carol",
+                                      "profile": { "nickName": "Carol 2" } }),
+        )
         .await;
     let response = app.post_authed("/v1/me/userinfo", &access, info).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -106,7 +122,10 @@ async fn a_code_of_another_user_is_refused_with_the_data() {
     let app = spawn_app().await;
     let login = app.login("dave").await;
     let info = app
-        .sim("/sim/userinfo", json!({ "appid": app.app_id, "user": "dave" }))
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "dave" }),
+        )
         .await;
     let mut body = info;
     body["code"] = json!(app.code("mallory").await);
@@ -122,7 +141,10 @@ async fn garbage_and_tampered_data_all_answer_decrypt_failed() {
     let login = app.login("erin").await;
     let access = token(&login, "access_token");
     let info = app
-        .sim("/sim/userinfo", json!({ "appid": app.app_id, "user": "erin" }))
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "erin" }),
+        )
         .await;
     let data = info["encryptedData"].as_str().unwrap().to_owned();
     let mut flipped = data.clone().into_bytes();
@@ -147,23 +169,37 @@ async fn data_for_another_app_old_data_and_another_users_data_are_refused() {
     let (login, openid) = login_with_pinned_key(&app, "fay", key).await;
     let access = token(&login, "access_token");
 
-    let other_app = encrypted(key, &json!({ "openId": openid, "nickName": "x",
-        "watermark": { "appid": "wx0000000000000000", "timestamp": now() } }));
+    let other_app = encrypted(
+        key,
+        &json!({ "openId": openid, "nickName": "x",
+        "watermark": { "appid": "wx0000000000000000", "timestamp": now() } }),
+    );
     let response = app.post_authed("/v1/me/userinfo", &access, other_app).await;
     assert_error(response, StatusCode::BAD_REQUEST, "watermark_mismatch").await;
 
-    let stale = encrypted(key, &json!({ "openId": openid, "nickName": "x",
-        "watermark": { "appid": app.app_id, "timestamp": now() - 601 } }));
+    let stale = encrypted(
+        key,
+        &json!({ "openId": openid, "nickName": "x",
+        "watermark": { "appid": app.app_id, "timestamp": now() - 601 } }),
+    );
     let response = app.post_authed("/v1/me/userinfo", &access, stale).await;
     assert_error(response, StatusCode::BAD_REQUEST, "data_expired").await;
 
-    let someone_else = encrypted(key, &json!({ "openId": "oSomeoneElse000000000000000", "nickName": "x",
-        "watermark": { "appid": app.app_id, "timestamp": now() } }));
-    let response = app.post_authed("/v1/me/userinfo", &access, someone_else).await;
+    let someone_else = encrypted(
+        key,
+        &json!({ "openId": "oSomeoneElse000000000000000", "nickName": "x",
+        "watermark": { "appid": app.app_id, "timestamp": now() } }),
+    );
+    let response = app
+        .post_authed("/v1/me/userinfo", &access, someone_else)
+        .await;
     assert_error(response, StatusCode::BAD_REQUEST, "openid_mismatch").await;
 
-    let fine = encrypted(key, &json!({ "openId": openid, "nickName": "Fay",
-        "watermark": { "appid": app.app_id, "timestamp": now() } }));
+    let fine = encrypted(
+        key,
+        &json!({ "openId": openid, "nickName": "Fay",
+        "watermark": { "appid": app.app_id, "timestamp": now() } }),
+    );
     let response = app.post_authed("/v1/me/userinfo", &access, fine).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -174,7 +210,10 @@ async fn freshness_is_judged_by_the_service_clock() {
     let login = app.login("gus").await;
     let access = token(&login, "access_token");
     let info = app
-        .sim("/sim/userinfo", json!({ "appid": app.app_id, "user": "gus" }))
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "gus" }),
+        )
         .await;
     app.clock.advance(11 * 60);
     let response = app.post_authed("/v1/me/userinfo", &access, info).await;
@@ -187,7 +226,10 @@ async fn a_raw_data_signature_is_checked_when_given() {
     let login = app.login("hal").await;
     let access = token(&login, "access_token");
     let info = app
-        .sim("/sim/userinfo", json!({ "appid": app.app_id, "user": "hal" }))
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "hal" }),
+        )
         .await;
 
     let mut forged = info.clone();
@@ -217,7 +259,6 @@ async fn wechats_published_sample_decrypts_through_the_api() {
         tweak: Box::new(|config| {
             config.security.watermark_max_age = std::time::Duration::ZERO;
         }),
-        ..Options::default()
     })
     .await;
     app.sim(

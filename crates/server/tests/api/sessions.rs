@@ -6,8 +6,11 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
-    app.post("/v1/auth/refresh", json!({ "refresh_token": refresh_token }))
-        .await
+    app.post(
+        "/v1/auth/refresh",
+        json!({ "refresh_token": refresh_token }),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -20,7 +23,13 @@ async fn a_missing_or_bad_bearer_token_is_unauthorized_with_a_challenge() {
     );
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
-    for header in ["Bearer", "Basic abc", "Bearer wxa_nonsense", "Bearer wxr_abc", "Bearer 😀"] {
+    for header in [
+        "Bearer",
+        "Basic abc",
+        "Bearer wxa_nonsense",
+        "Bearer wxr_abc",
+        "Bearer 😀",
+    ] {
         let response = app
             .http
             .get(app.url("/v1/me"))
@@ -44,7 +53,10 @@ async fn refresh_rotates_the_pair() {
     assert_eq!(pair["expires_in"], 7200);
     let new_access = token(&pair, "access_token");
     assert_ne!(new_access, token(&login, "access_token"));
-    assert_ne!(token(&pair, "refresh_token"), token(&login, "refresh_token"));
+    assert_ne!(
+        token(&pair, "refresh_token"),
+        token(&login, "refresh_token")
+    );
     assert_eq!(app.me(&new_access).await.status(), StatusCode::OK);
     // The new refresh token works once more.
     let again = refresh(&app, &token(&pair, "refresh_token")).await;
@@ -62,13 +74,21 @@ async fn a_refresh_token_used_twice_revokes_the_whole_session() {
     assert_error(reuse, StatusCode::UNAUTHORIZED, "token_revoked").await;
     // Every token of the session is dead now, old and new.
     for access in [token(&login, "access_token"), token(&pair, "access_token")] {
-        assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+        assert_error(
+            app.me(&access).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
     }
     let rotated = refresh(&app, &token(&pair, "refresh_token")).await;
     assert_error(rotated, StatusCode::UNAUTHORIZED, "token_revoked").await;
     // Another session of the same user is untouched.
     let other = app.login("bob").await;
-    assert_eq!(app.me(&token(&other, "access_token")).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.me(&token(&other, "access_token")).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -88,7 +108,10 @@ async fn logout_revokes_the_session_at_once() {
     let response = app.post_authed("/v1/auth/logout", &access, json!({})).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let me = app.me(&access).await;
-    let challenge = me.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = me.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.contains("invalid_token"), "{challenge}");
     assert_error(me, StatusCode::UNAUTHORIZED, "token_revoked").await;
     let again = refresh(&app, &token(&login, "refresh_token")).await;
@@ -105,14 +128,22 @@ async fn an_access_token_expires_after_its_ttl_and_refresh_restores_access() {
     app.clock.advance(7199);
     assert_eq!(app.me(&access).await.status(), StatusCode::OK);
     app.clock.advance(1);
-    assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED, "token_expired").await;
+    assert_error(
+        app.me(&access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
 
     let pair: Value = refresh(&app, &token(&login, "refresh_token"))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(app.me(&token(&pair, "access_token")).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.me(&token(&pair, "access_token")).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -145,7 +176,12 @@ async fn a_session_ends_at_its_maximum_age_however_often_it_is_refreshed() {
     assert_eq!(pair["refresh_expires_in"], 3600);
     app.clock.advance(3600);
     let access = token(&pair, "access_token");
-    assert_error(app.me(&access).await, StatusCode::UNAUTHORIZED, "token_expired").await;
+    assert_error(
+        app.me(&access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
     let response = refresh(&app, &token(&pair, "refresh_token")).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "token_expired").await;
 }
@@ -160,8 +196,16 @@ async fn a_restart_keeps_sessions_valid_and_revoked_ones_revoked() {
         .await;
 
     let app = app.restart().await;
-    assert_eq!(app.me(&token(&kept, "access_token")).await.status(), StatusCode::OK);
-    assert_error(app.me(&ended_access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_eq!(
+        app.me(&token(&kept, "access_token")).await.status(),
+        StatusCode::OK
+    );
+    assert_error(
+        app.me(&ended_access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
     let response = refresh(&app, &token(&kept, "refresh_token")).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
