@@ -61,6 +61,12 @@ impl ApiErrorKind {
     }
 
     /// Whether a fresh access token and one retry may cure it.
+    ///
+    /// ```
+    /// use wxauth_wechat::ApiErrorKind;
+    /// assert!(ApiErrorKind::from_errcode(42001).is_access_token_problem());
+    /// assert!(!ApiErrorKind::from_errcode(40029).is_access_token_problem());
+    /// ```
     pub fn is_access_token_problem(self) -> bool {
         matches!(self, Self::AccessTokenInvalid | Self::AccessTokenExpired)
     }
@@ -83,7 +89,8 @@ pub enum WechatError {
     /// WeChat could not be reached: the connection failed, so the request was not sent.
     #[error("could not connect to the WeChat API")]
     Connect,
-    /// WeChat did not answer in time.
+    /// WeChat did not answer in time. The request may have reached WeChat and been acted on
+    /// (a login code used up), so it is never retried.
     #[error("the WeChat API did not answer within {0:?}")]
     Timeout(Duration),
     /// WeChat answered with a non-success HTTP status.
@@ -113,6 +120,12 @@ impl WechatError {
     }
 
     /// The errcode's kind, when WeChat gave one.
+    ///
+    /// ```
+    /// use wxauth_wechat::{ApiErrorKind, WechatError};
+    /// assert_eq!(WechatError::api(45011, "slow down").api_kind(), Some(ApiErrorKind::RateLimited));
+    /// assert_eq!(WechatError::Status(502).api_kind(), None);
+    /// ```
     pub fn api_kind(&self) -> Option<ApiErrorKind> {
         match self {
             Self::Api { kind, .. } => Some(*kind),
@@ -121,6 +134,11 @@ impl WechatError {
     }
 
     /// Builds the error for a non-zero errcode.
+    ///
+    /// ```
+    /// let err = wxauth_wechat::WechatError::api(40163, "code been used");
+    /// assert_eq!(err.to_string(), "WeChat error 40163: code been used");
+    /// ```
     pub fn api(errcode: i64, errmsg: impl Into<String>) -> Self {
         Self::Api {
             kind: ApiErrorKind::from_errcode(errcode),

@@ -19,6 +19,11 @@ pub mod error;
 pub mod token;
 pub mod types;
 
+/// Compiles the README's example as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use client::{ClientConfig, TokenMode, WechatClient};
 pub use error::{ApiErrorKind, WechatError};
 pub use token::{AccessToken, MemoryTokenStore, TokenStore, TokenStoreError};
