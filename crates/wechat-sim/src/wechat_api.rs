@@ -5,6 +5,9 @@
 //! `state` and write the answer. Malformed input never fails an extractor: a bad
 //! query string reads as no parameters, a bad body as WeChat's 47001, so every request gets a
 //! WeChat-shaped answer.
+//!
+//! Each call runs in a task of its own, so a client hanging up does not cancel it (see
+//! [`run_to_completion`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +15,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -43,6 +47,25 @@ pub fn router() -> Router<Arc<Sim>> {
         .route(GET_USER_PHONE_NUMBER, post(phone_number))
         .route(CHECK_SESSION, get(check_session))
         .route(RESET_SESSION_KEY, get(reset_session_key))
+        .route_layer(middleware::from_fn(run_to_completion))
+}
+
+/// Runs a WeChat call in a task of its own and waits for it.
+///
+/// Axum drops a handler when its client hangs up; a client that times out during a
+/// `delay_ms` fault would then cancel the call before it is processed, and its code would
+/// still work. WeChat processes a call whether or not anyone is left to read the answer, so
+/// the call runs to completion and its answer is thrown away.
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => match error.try_into_panic() {
+            // A handler panic surfaces here as it would have without the task.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down under the call.
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
+    }
 }
 
 type Params = HashMap<String, String>;

@@ -1460,6 +1460,33 @@ async fn a_delay_fault_waits_then_proceeds_normally() {
 }
 
 #[tokio::test]
+async fn a_delayed_call_the_client_gave_up_on_still_uses_the_code_up() {
+    let sim = spawn_demo().await;
+    sim.fault(json!({"path": "/sns/jscode2session", "delay_ms": 1000, "times": 1}))
+        .await;
+    let code = sim.login(DEMO_APP_ID, "alice").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let error = impatient
+        .get(format!("{}/sns/jscode2session", sim.base))
+        .query(&[
+            ("appid", DEMO_APP_ID),
+            ("secret", DEMO_APP_SECRET),
+            ("js_code", code.as_str()),
+            ("grant_type", "authorization_code"),
+        ])
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    // WeChat went on with the call after the client hung up, as a real slow answer would.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_wechat_error(&sim.demo_code2session(&code).await, 40163, "code been used");
+}
+
+#[tokio::test]
 async fn a_delay_with_an_errcode_waits_then_answers_the_errcode() {
     let sim = spawn_demo().await;
     sim.fault(json!({"path": "/cgi-bin/token", "delay_ms": 200, "errcode": 45009, "times": 1}))
