@@ -21,6 +21,7 @@ use url::Url;
 use wxauth_wechat::{AppCredentials, AppId, AppSecret};
 
 use crate::seal::DataKey;
+use crate::store::sql::Dialect;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "wxauth.toml";
@@ -39,6 +40,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// Keys and open-data checks.
     pub security: SecurityConfig,
+    /// Where sessions live.
+    pub sessions: SessionsConfig,
     /// The mini programs this service logs users into.
     pub apps: Vec<AppConfig>,
     /// Logging.
@@ -68,10 +71,13 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://FILE` (created if missing).
+    /// `sqlite://FILE` (created if missing), `mysql://USER:PASS@HOST/DB` (MySQL 8, MariaDB
+    /// 10.11+) or `postgres://USER:PASS@HOST/DB`.
     pub url: DatabaseUrl,
     /// Most connections kept in the pool.
     pub max_connections: u32,
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
     /// How long a request waits for a free connection before giving up.
     #[serde(with = "duration")]
     pub acquire_timeout: Duration,
@@ -82,12 +88,13 @@ impl Default for DatabaseConfig {
         Self {
             url: DatabaseUrl::from("sqlite://wxauth.db"),
             max_connections: 10,
+            min_connections: 1,
             acquire_timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// A database URL whose `Debug` hides the password.
+/// A database or Redis URL whose `Debug` hides the password.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct DatabaseUrl(String);
@@ -120,6 +127,42 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({:?})", self.masked())
     }
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// "sql" (the database, the default) or "redis".
+    pub store: SessionStoreKind,
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, when `store = "redis"`.
+    pub redis_url: Option<DatabaseUrl>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for one Redis answer before the request fails with 503.
+    #[serde(with = "duration")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            store: SessionStoreKind::Sql,
+            redis_url: None,
+            key_prefix: "wxauth:".to_owned(),
+            redis_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    /// In the SQL database, next to the users.
+    Sql,
+    /// In Redis, with TTLs.
+    Redis,
 }
 
 /// `[wechat]`
@@ -312,12 +355,25 @@ impl Config {
             }
         };
 
-        let scheme = self.database.url.expose().split("://").next().unwrap_or("");
-        if scheme != "sqlite" {
+        if Dialect::of_url(self.database.url.expose()).is_none() {
             problems.push(format!(
-                "database.url must start with sqlite:// (got {})",
+                "database.url must start with sqlite://, mysql:// or postgres:// (got {})",
                 self.database.url.masked()
             ));
+        }
+        if self.sessions.store == SessionStoreKind::Redis {
+            match &self.sessions.redis_url {
+                None => problems.push(
+                    "sessions.store is \"redis\" but sessions.redis_url is not set".to_owned(),
+                ),
+                Some(url) if !url.expose().starts_with("redis://") && !url.expose().starts_with("rediss://") => {
+                    problems.push(format!(
+                        "sessions.redis_url must start with redis:// or rediss:// (got {})",
+                        url.masked()
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".to_owned());

@@ -41,7 +41,7 @@ impl Application {
                 problems.join("\n- ")
             )
         })?;
-        let stores = store::connect(&config.database).await?;
+        let stores = store::connect(&config.database, &config.sessions).await?;
         let wechat = WechatClient::new(ClientConfig {
             api_base: config.wechat.api_base.clone(),
             timeout: config.wechat.timeout,

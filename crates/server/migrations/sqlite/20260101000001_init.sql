@@ -43,7 +43,7 @@ CREATE INDEX sessions_expires_at ON sessions (expires_at);
 -- Access and refresh tokens, by SHA-256 only. A used refresh token stays until it expires so
 -- that presenting it again is recognised as reuse.
 CREATE TABLE tokens (
-    hash        BLOB PRIMARY KEY NOT NULL,
+    hash        TEXT PRIMARY KEY NOT NULL,
     session_id  TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
     kind        TEXT NOT NULL CHECK (kind IN ('access', 'refresh')),
     expires_at  INTEGER NOT NULL,

@@ -20,21 +20,26 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Every store answers; 503 naming the ones that do not.
+/// Every store in use answers; 503 naming the ones that do not.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = state.stores.users.ping().await;
-    if let Err(err) = &database {
-        tracing::warn!(error = %err, "readiness: database check failed");
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    for (store, result) in state.stores.readiness().await {
+        if let Err(err) = &result {
+            tracing::warn!(store, error = %err, "readiness check failed");
+            ready = false;
+        }
+        let status = if result.is_ok() { "ok" } else { "unavailable" };
+        checks.insert(store.to_owned(), json!(status));
     }
-    let ok = database.is_ok();
-    let status = if ok {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if ok { "ready" } else { "unavailable" },
-        "checks": { "database": if database.is_ok() { "ok" } else { "unavailable" } },
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": checks,
     });
     (status, Json(body))
 }

@@ -3,9 +3,12 @@
 //! - [`UserStore`]: persons and their identities (app + openid), profiles.
 //! - [`SessionStore`]: login sessions and their tokens (by hash only).
 //!
-//! Each backend implements both; [`connect`] picks one from `database.url`.
+//! [`sql::SqlStore`] implements both for SQLite, MySQL/MariaDB and PostgreSQL;
+//! [`redis::RedisSessionStore`] keeps sessions in Redis instead. [`connect`] picks them from the
+//! config.
 
-pub mod sqlite;
+pub mod redis;
+pub mod sql;
 
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use wxauth_wechat::{AppId, OpenId, UnionId};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, SessionStoreKind, SessionsConfig};
 use crate::tokens::TokenHash;
 
 /// A store could not do what was asked.
@@ -217,6 +220,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Revokes a session at once (all its tokens stop working).
     async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError>;
 
+    /// Revokes every live session of one identity; returns how many there were.
+    async fn revoke_identity(
+        &self,
+        app_id: &str,
+        openid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Replaces the sealed session_key of a session (after a fresh `wx.login`).
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError>;
 
@@ -234,18 +246,43 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Sessions and tokens.
     pub sessions: Arc<dyn SessionStore>,
+    /// The SQL store (users always live there; sessions too unless Redis is configured).
+    pub sql: Arc<sql::SqlStore>,
+    /// The Redis session store, when configured.
+    pub redis: Option<Arc<redis::RedisSessionStore>>,
 }
 
-/// Opens the database named by the config, applying migrations.
-pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Stores> {
-    let store = Arc::new(sqlite::SqliteStore::connect(config).await?);
+impl Stores {
+    /// Checks each store in use; names the ones that do not answer.
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), StoreError>)> {
+        let mut checks = vec![("database", UserStore::ping(self.sql.as_ref()).await)];
+        if let Some(redis) = &self.redis {
+            checks.push(("redis", SessionStore::ping(redis.as_ref()).await));
+        }
+        checks
+    }
+}
+
+/// Opens the database (applying migrations) and, when configured, Redis.
+pub async fn connect(database: &DatabaseConfig, sessions: &SessionsConfig) -> anyhow::Result<Stores> {
+    let sql = Arc::new(sql::SqlStore::connect(database).await?);
+    let redis = match sessions.store {
+        SessionStoreKind::Sql => None,
+        SessionStoreKind::Redis => Some(Arc::new(redis::RedisSessionStore::connect(sessions).await?)),
+    };
+    let session_store: Arc<dyn SessionStore> = match &redis {
+        Some(redis) => redis.clone(),
+        None => sql.clone(),
+    };
     Ok(Stores {
-        users: store.clone(),
-        sessions: store,
+        users: sql.clone(),
+        sessions: session_store,
+        sql,
+        redis,
     })
 }
 
 /// Applies migrations and returns (without serving).
-pub async fn migrate(config: &DatabaseConfig) -> anyhow::Result<()> {
-    connect(config).await.map(|_| ())
+pub async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
+    sql::SqlStore::connect(database).await.map(|_| ())
 }

@@ -105,17 +105,8 @@ async fn fifty_concurrent_first_logins_of_one_user_make_one_user() {
     assert_eq!(ids.len(), 1, "one person: {ids:?}");
     assert_eq!(new_users, 1);
 
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_path().display()))
-        .await
-        .unwrap();
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let users = app.backend.count("users").await;
+    let sessions = app.backend.count_sessions().await;
     assert_eq!((users, sessions), (1, 50));
 }
 

@@ -6,13 +6,14 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimApp, SimConfig, SimHandle};
 use wxauth::Application;
 use wxauth::clock::ManualClock;
-use wxauth::config::{AppConfig, Config, DatabaseUrl};
+use wxauth::config::{AppConfig, Config};
+
+pub use crate::backend::{Sql, TestBackend};
 
 /// WeChat's published sample app and identity.
 pub const SAMPLE_APP_ID: &str = "wx4f4bc4dec97d474b";
@@ -70,14 +71,14 @@ impl Default for Options {
     }
 }
 
-/// One running service, its simulator, its clock and its database directory.
+/// One running service, its simulator, its clock and its storage.
 pub struct TestApp {
     pub addr: String,
     pub sim: Arc<Sim>,
     pub clock: ManualClock,
     pub http: reqwest::Client,
     pub app_id: String,
-    dir: Arc<TempDir>,
+    pub backend: Arc<TestBackend>,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -100,11 +101,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             .collect()
     });
     let sim = Sim::start(sim_apps).await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let backend = Arc::new(TestBackend::from_env().await);
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.database.url =
-        DatabaseUrl::from(format!("sqlite://{}", dir.path().join("wxauth.db").display()).as_str());
+    backend.apply(&mut config);
     config.wechat.api_base = sim.url.parse().unwrap();
     config.wechat.timeout = Duration::from_secs(2);
     config.security.data_key = Some(SecretString::from(TEST_DATA_KEY));
@@ -120,13 +120,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .collect();
     (options.tweak)(&mut config);
     let app_id = options.apps[0].0.clone();
-    start(config, sim, dir, ManualClock::new(), app_id).await
+    start(config, sim, backend, ManualClock::new(), app_id).await
 }
 
 async fn start(
     config: Config,
     sim: Arc<Sim>,
-    dir: Arc<TempDir>,
+    backend: Arc<TestBackend>,
     clock: ManualClock,
     app_id: String,
 ) -> TestApp {
@@ -148,7 +148,7 @@ async fn start(
         clock,
         http: reqwest::Client::new(),
         app_id,
-        dir,
+        backend,
         config,
         stop: Some(stop),
         task: Some(task),
@@ -162,7 +162,7 @@ impl TestApp {
         start(
             self.config.clone(),
             self.sim.clone(),
-            self.dir.clone(),
+            self.backend.clone(),
             self.clock.clone(),
             self.app_id.clone(),
         )
@@ -176,11 +176,6 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-    }
-
-    /// The database file's path.
-    pub fn db_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("wxauth.db")
     }
 
     pub fn url(&self, path: &str) -> String {

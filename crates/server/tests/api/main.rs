@@ -4,6 +4,8 @@
 // Tests panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../support/backend.rs"]
+mod backend;
 mod helpers;
 
 mod auth;

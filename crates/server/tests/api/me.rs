@@ -180,7 +180,7 @@ async fn data_for_another_app_old_data_and_another_users_data_are_refused() {
     let stale = encrypted(
         key,
         &json!({ "openId": openid, "nickName": "x",
-        "watermark": { "appid": app.app_id, "timestamp": now() - 601 } }),
+        "watermark": { "appid": app.app_id, "timestamp": now() - 700 } }),
     );
     let response = app.post_authed("/v1/me/userinfo", &access, stale).await;
     assert_error(response, StatusCode::BAD_REQUEST, "data_expired").await;

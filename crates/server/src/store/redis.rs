@@ -1,0 +1,438 @@
+//! Sessions in Redis: every key has a TTL, tokens are stored only as hashes.
+//!
+//! Keys (all under the configured prefix, `wxauth:` by default):
+//! - `s:<session id>`: a hash with the session; lives as long as its newest refresh token.
+//! - `t:<sha256 hex>`: a hash `{sid, kind, exp, used}` per token; expires with the token. A
+//!   used refresh token stays until it expires so that a second use is recognised as reuse.
+//! - `i:<app_id>:<openid>`: the set of an identity's session ids, to revoke them all.
+//!
+//! One multiplexed connection (a `ConnectionManager`, which reconnects by itself) serves every
+//! request. Authentication and rotation are Lua scripts: one round trip each, and rotation is
+//! atomic, so two presenters of one refresh token can never both win.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
+use crate::config::SessionsConfig;
+use crate::tokens::TokenHash;
+
+const SESSION_FIELDS: [&str; 9] = [
+    "app_id",
+    "openid",
+    "sk",
+    "created_at",
+    "last_seen_at",
+    "expires_at",
+    "revoked_at",
+    "ua",
+    "ip",
+];
+
+/// KEYS[1] = token key; ARGV[1] = session key prefix.
+/// Returns [] or {sid, token exp, the nine session fields}.
+const AUTHENTICATE: &str = r"
+local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp')
+if not t[1] or t[2] ~= 'a' then return {} end
+local s = redis.call('HMGET', ARGV[1] .. t[1], 'app_id', 'openid', 'sk', 'created_at',
+  'last_seen_at', 'expires_at', 'revoked_at', 'ua', 'ip')
+if not s[1] then return {} end
+return {t[1], t[3], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9]}
+";
+
+/// KEYS[1] = refresh token key; ARGV = session key prefix, token key prefix, now,
+/// new access hash, its exp, new refresh hash, its exp.
+/// Returns {status} or {'rotated', sid, the nine session fields}.
+const ROTATE: &str = r"
+local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp', 'used')
+if not t[1] or t[2] ~= 'r' then return {'unknown'} end
+local skey = ARGV[1] .. t[1]
+local s = redis.call('HMGET', skey, 'expires_at', 'revoked_at')
+if not s[1] then return {'unknown'} end
+if s[2] then return {'revoked'} end
+local now = tonumber(ARGV[3])
+if t[4] ~= '0' then
+  redis.call('HSET', skey, 'revoked_at', ARGV[3], 'revoke_reason', 'refresh_token_reused')
+  return {'reused'}
+end
+local sexp = tonumber(s[1])
+if tonumber(t[3]) <= now or sexp <= now then return {'expired'} end
+redis.call('HSET', KEYS[1], 'used', ARGV[3])
+local aexp = math.min(tonumber(ARGV[5]), sexp)
+local rexp = math.min(tonumber(ARGV[7]), sexp)
+local akey = ARGV[2] .. ARGV[4]
+redis.call('HSET', akey, 'sid', t[1], 'kind', 'a', 'exp', aexp)
+redis.call('EXPIREAT', akey, aexp)
+local rkey = ARGV[2] .. ARGV[6]
+redis.call('HSET', rkey, 'sid', t[1], 'kind', 'r', 'exp', rexp, 'used', '0')
+redis.call('EXPIREAT', rkey, rexp)
+redis.call('HSET', skey, 'last_seen_at', ARGV[3])
+redis.call('EXPIREAT', skey, rexp)
+local f = redis.call('HMGET', skey, 'app_id', 'openid', 'sk', 'created_at', 'last_seen_at',
+  'expires_at', 'revoked_at', 'ua', 'ip')
+return {'rotated', t[1], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
+";
+
+/// KEYS[1] = session key; ARGV = field, value[, only_if_absent]. Sets a field of an existing
+/// session only: never recreates an expired one without a TTL.
+const SET_IF_EXISTS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] == '1' then return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// KEYS[1] = identity set; ARGV = session key prefix, now, reason. Revokes every live session
+/// of the identity; returns how many.
+const REVOKE_IDENTITY: &str = r"
+local n = 0
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local skey = ARGV[1] .. sid
+  if redis.call('EXISTS', skey) == 1 then
+    if redis.call('HSETNX', skey, 'revoked_at', ARGV[2]) == 1 then
+      redis.call('HSET', skey, 'revoke_reason', ARGV[3])
+      n = n + 1
+    end
+  else
+    redis.call('SREM', KEYS[1], sid)
+  end
+end
+return n
+";
+
+/// Sessions in Redis.
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    conn: ConnectionManager,
+    prefix: String,
+    authenticate: Script,
+    rotate: Script,
+    set_if_exists: Script,
+    revoke_identity: Script,
+}
+
+impl std::fmt::Debug for RedisSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessionStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSessionStore {
+    /// Connects to `sessions.redis_url`.
+    pub async fn connect(config: &SessionsConfig) -> anyhow::Result<Self> {
+        let url = config
+            .redis_url
+            .as_ref()
+            .context("sessions.redis_url is not set")?;
+        let client = redis::Client::open(url.expose())
+            .with_context(|| format!("Failed to parse sessions.redis_url {}", url.masked()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(config.redis_timeout)
+            .set_connection_timeout(config.redis_timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .with_context(|| format!("Failed to connect to Redis at {}", url.masked()))?;
+        Ok(Self::with_connection(conn, config.key_prefix.clone()))
+    }
+
+    /// Wraps an existing connection (the WeChat token cache shares it).
+    pub fn with_connection(conn: ConnectionManager, prefix: String) -> Self {
+        Self {
+            conn,
+            prefix,
+            authenticate: Script::new(AUTHENTICATE),
+            rotate: Script::new(ROTATE),
+            set_if_exists: Script::new(SET_IF_EXISTS),
+            revoke_identity: Script::new(REVOKE_IDENTITY),
+        }
+    }
+
+    /// The shared connection.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn session_key(&self, id: &str) -> String {
+        format!("{}s:{id}", self.prefix)
+    }
+
+    fn token_key(&self, hash: &TokenHash) -> String {
+        format!("{}t:{}", self.prefix, hash.to_hex())
+    }
+
+    fn identity_key(&self, app_id: &str, openid: &str) -> String {
+        format!("{}i:{app_id}:{openid}", self.prefix)
+    }
+
+    async fn set_field(
+        &self,
+        session_id: &str,
+        field: &str,
+        value: &str,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let changed: i64 = self
+            .set_if_exists
+            .key(self.session_key(session_id))
+            .arg(field)
+            .arg(value)
+            .arg(if only_if_absent { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(changed == 1)
+    }
+
+    /// Revokes every session of one identity; returns how many were live.
+    pub async fn revoke_identity(
+        &self,
+        app_id: &str,
+        openid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .revoke_identity
+            .key(self.identity_key(app_id, openid))
+            .arg(format!("{}s:", self.prefix))
+            .arg(now)
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        session: &Session,
+        access: TokenEntry,
+        refresh: TokenEntry,
+    ) -> Result<(), StoreError> {
+        let skey = self.session_key(&session.id);
+        let akey = self.token_key(&access.hash);
+        let rkey = self.token_key(&refresh.hash);
+        let ikey = self.identity_key(&session.app_id, &session.openid);
+        let mut fields: Vec<(&str, String)> = vec![
+            ("app_id", session.app_id.clone()),
+            ("openid", session.openid.clone()),
+            ("sk", session.sealed_session_key.clone()),
+            ("created_at", session.created_at.to_string()),
+            ("last_seen_at", session.last_seen_at.to_string()),
+            ("expires_at", session.expires_at.to_string()),
+        ];
+        if let Some(ua) = &session.user_agent {
+            fields.push(("ua", ua.clone()));
+        }
+        if let Some(ip) = &session.ip {
+            fields.push(("ip", ip.clone()));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(&skey, &fields)
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&skey)
+            .arg(refresh.expires_at)
+            .ignore()
+            .hset_multiple(
+                &akey,
+                &[
+                    ("sid", session.id.as_str()),
+                    ("kind", "a"),
+                    ("exp", &access.expires_at.to_string()),
+                ],
+            )
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&akey)
+            .arg(access.expires_at)
+            .ignore()
+            .hset_multiple(
+                &rkey,
+                &[
+                    ("sid", session.id.as_str()),
+                    ("kind", "r"),
+                    ("exp", &refresh.expires_at.to_string()),
+                    ("used", "0"),
+                ],
+            )
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&rkey)
+            .arg(refresh.expires_at)
+            .ignore()
+            .sadd(&ikey, &session.id)
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&ikey)
+            .arg(session.expires_at)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let () = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<Option<String>> = self
+            .authenticate
+            .key(self.token_key(access))
+            .arg(format!("{}s:", self.prefix))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let [sid, token_exp, rest @ ..] = reply.as_slice() else {
+            return Ok(AccessCheck::Unknown);
+        };
+        let session = session_from_fields(sid.as_deref(), rest)?;
+        let token_exp = parse_i64(token_exp.as_deref())?;
+        Ok(if session.revoked_at.is_some() {
+            AccessCheck::Revoked
+        } else if token_exp <= now || session.expires_at <= now {
+            AccessCheck::Expired
+        } else {
+            AccessCheck::Valid(session)
+        })
+    }
+
+    async fn rotate(
+        &self,
+        refresh: &TokenHash,
+        new_access: TokenEntry,
+        new_refresh: TokenEntry,
+        now: i64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<Option<String>> = self
+            .rotate
+            .key(self.token_key(refresh))
+            .arg(format!("{}s:", self.prefix))
+            .arg(format!("{}t:", self.prefix))
+            .arg(now)
+            .arg(new_access.hash.to_hex())
+            .arg(new_access.expires_at)
+            .arg(new_refresh.hash.to_hex())
+            .arg(new_refresh.expires_at)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        match reply.first().and_then(Option::as_deref) {
+            Some("rotated") => {
+                let sid = reply.get(1).and_then(Option::as_deref);
+                let session = session_from_fields(sid, reply.get(2..).unwrap_or_default())?;
+                Ok(RefreshOutcome::Rotated(session))
+            }
+            Some("reused") => Ok(RefreshOutcome::Reused),
+            Some("revoked") => Ok(RefreshOutcome::Revoked),
+            Some("expired") => Ok(RefreshOutcome::Expired),
+            _ => Ok(RefreshOutcome::Unknown),
+        }
+    }
+
+    async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        if self
+            .set_field(session_id, "revoked_at", &now.to_string(), true)
+            .await?
+        {
+            self.set_field(session_id, "revoke_reason", reason, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn revoke_identity(
+        &self,
+        app_id: &str,
+        openid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        RedisSessionStore::revoke_identity(self, app_id, openid, reason, now).await
+    }
+
+    async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
+        self.set_field(session_id, "sk", sealed, false).await?;
+        Ok(())
+    }
+
+    async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
+        self.set_field(session_id, "last_seen_at", &now.to_string(), false)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, _now: i64) -> Result<u64, StoreError> {
+        // Every key carries a TTL: Redis deletes them itself.
+        Ok(0)
+    }
+}
+
+fn parse_i64(value: Option<&str>) -> Result<i64, StoreError> {
+    value
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a session in Redis is malformed")))
+}
+
+fn session_from_fields(sid: Option<&str>, f: &[Option<String>]) -> Result<Session, StoreError> {
+    let malformed = || StoreError::Other(anyhow::anyhow!("a session in Redis is malformed"));
+    if f.len() != SESSION_FIELDS.len() {
+        return Err(malformed());
+    }
+    let text = |i: usize| f[i].clone();
+    Ok(Session {
+        id: sid.ok_or_else(malformed)?.to_owned(),
+        app_id: text(0).ok_or_else(malformed)?,
+        openid: text(1).ok_or_else(malformed)?,
+        sealed_session_key: text(2).ok_or_else(malformed)?,
+        created_at: parse_i64(f[3].as_deref())?,
+        last_seen_at: parse_i64(f[4].as_deref())?,
+        expires_at: parse_i64(f[5].as_deref())?,
+        revoked_at: f[6].as_deref().and_then(|v| v.parse().ok()),
+        user_agent: text(7),
+        ip: text(8),
+    })
+}
+
+/// Connection trouble is "unavailable" (503); anything else is a bug.
+pub(crate) fn redis_error(err: redis::RedisError) -> StoreError {
+    if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error()
+    {
+        StoreError::Unavailable {
+            store: "redis",
+            source: err.into(),
+        }
+    } else {
+        StoreError::Other(err.into())
+    }
+}
+
