@@ -13,7 +13,7 @@ use wxauth::Application;
 use wxauth::clock::ManualClock;
 use wxauth::config::{AppConfig, Config};
 
-pub use crate::backend::{Sql, TestBackend};
+pub use crate::backend::TestBackend;
 
 /// WeChat's published sample app and identity.
 pub const SAMPLE_APP_ID: &str = "wx4f4bc4dec97d474b";

@@ -1,11 +1,14 @@
-//! The storage a test runs on, chosen by `WXAUTH_TEST_BACKEND`:
+//! The storage a test runs on, chosen by `WXTEST_BACKEND`:
 //! `sqlite` (default), `mysql`, `postgres`, or any of them with `+redis` for Redis sessions.
 //!
 //! Each test gets its own freshly created database (a unique name, dropped afterwards) and its
 //! own Redis key prefix (its keys deleted afterwards). Servers come from
-//! `WXAUTH_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/mysql`),
-//! `WXAUTH_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
-//! `WXAUTH_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//! `WXTEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/mysql`),
+//! `WXTEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
+//! `WXTEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+
+// Shared by several test crates, each of which uses only a part.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -40,9 +43,9 @@ fn random_suffix() -> String {
 }
 
 impl TestBackend {
-    /// The backend named by `WXAUTH_TEST_BACKEND`.
+    /// The backend named by `WXTEST_BACKEND`.
     pub async fn from_env() -> Self {
-        let name = env_or("WXAUTH_TEST_BACKEND", "sqlite");
+        let name = env_or("WXTEST_BACKEND", "sqlite");
         let (sql, redis) = match name.as_str() {
             "sqlite" => (Sql::Sqlite, false),
             "mysql" | "mariadb" => (Sql::MySql, false),
@@ -50,7 +53,7 @@ impl TestBackend {
             "sqlite+redis" => (Sql::Sqlite, true),
             "mysql+redis" | "mariadb+redis" => (Sql::MySql, true),
             "postgres+redis" => (Sql::Postgres, true),
-            other => panic!("unknown WXAUTH_TEST_BACKEND {other:?}"),
+            other => panic!("unknown WXTEST_BACKEND {other:?}"),
         };
         Self::provision(sql, redis).await
     }
@@ -65,7 +68,7 @@ impl TestBackend {
                 None,
             ),
             Sql::MySql => {
-                let admin = env_or("WXAUTH_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql");
+                let admin = env_or("WXTEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql");
                 let mut conn = sqlx::MySqlConnection::connect(&admin)
                     .await
                     .unwrap_or_else(|e| panic!("MariaDB/MySQL is not reachable at {admin}: {e}"));
@@ -77,7 +80,7 @@ impl TestBackend {
             }
             Sql::Postgres => {
                 let admin = env_or(
-                    "WXAUTH_TEST_POSTGRES_URL",
+                    "WXTEST_POSTGRES_URL",
                     "postgres://postgres@127.0.0.1:5432/postgres",
                 );
                 let mut conn = sqlx::PgConnection::connect(&admin)
@@ -89,7 +92,7 @@ impl TestBackend {
                 (replace_database(&admin, &db_name), Some(admin))
             }
         };
-        let redis_url = redis.then(|| env_or("WXAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379"));
+        let redis_url = redis.then(|| env_or("WXTEST_REDIS_URL", "redis://127.0.0.1:6379"));
         if let Some(url) = &redis_url {
             let client = redis::Client::open(url.as_str()).unwrap();
             client
