@@ -366,7 +366,10 @@ impl Config {
                 None => problems.push(
                     "sessions.store is \"redis\" but sessions.redis_url is not set".to_owned(),
                 ),
-                Some(url) if !url.expose().starts_with("redis://") && !url.expose().starts_with("rediss://") => {
+                Some(url)
+                    if !url.expose().starts_with("redis://")
+                        && !url.expose().starts_with("rediss://") =>
+                {
                     problems.push(format!(
                         "sessions.redis_url must start with redis:// or rediss:// (got {})",
                         url.masked()

@@ -122,7 +122,13 @@ impl Cluster {
         (response.status(), response.json().await.unwrap())
     }
 
-    async fn post(&self, on: &Instance, path: &str, token: Option<&Value>, body: Value) -> (StatusCode, Value) {
+    async fn post(
+        &self,
+        on: &Instance,
+        path: &str,
+        token: Option<&Value>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.post(format!("{}{path}", on.url)).json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token.as_str().unwrap());
@@ -151,24 +157,40 @@ async fn two_instances_share_everything(sql: Sql) {
 
     // A token issued by A works on B.
     let kept = cluster.login(&a, "alice").await;
-    assert_eq!(cluster.me(&b, &kept["access_token"]).await.0, StatusCode::OK);
+    assert_eq!(
+        cluster.me(&b, &kept["access_token"]).await.0,
+        StatusCode::OK
+    );
 
     // Logout on A is refused on B at once.
     let ended = cluster.login(&a, "alice").await;
     let (status, _) = cluster
-        .post(&a, "/v1/auth/logout", Some(&ended["access_token"]), json!({}))
+        .post(
+            &a,
+            "/v1/auth/logout",
+            Some(&ended["access_token"]),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = cluster.me(&b, &ended["access_token"]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_revoked")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_revoked"))
+    );
 
     // Refresh on B of a pair from A works; reuse on A is detected and ends the session.
     let pair = cluster.login(&a, "bob").await;
     let refresh = json!({ "refresh_token": pair["refresh_token"] });
-    let (status, rotated) = cluster.post(&b, "/v1/auth/refresh", None, refresh.clone()).await;
+    let (status, rotated) = cluster
+        .post(&b, "/v1/auth/refresh", None, refresh.clone())
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = cluster.post(&a, "/v1/auth/refresh", None, refresh).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_revoked")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_revoked"))
+    );
     let (status, _) = cluster.me(&b, &rotated["access_token"]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -182,7 +204,12 @@ async fn two_instances_share_everything(sql: Sql) {
         let url = format!("{}/v1/auth/login", if i % 2 == 0 { &a.url } else { &b.url });
         let http = cluster.http.clone();
         tokio::spawn(async move {
-            let response = http.post(url).json(&json!({ "code": code })).send().await.unwrap();
+            let response = http
+                .post(url)
+                .json(&json!({ "code": code }))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response.json::<Value>().await.unwrap()
         })
@@ -203,8 +230,14 @@ async fn two_instances_share_everything(sql: Sql) {
     let a = serve(&backend, &cluster.sim).await;
     let b = serve(&backend, &cluster.sim).await;
     for on in [&a, &b] {
-        assert_eq!(cluster.me(on, &kept["access_token"]).await.0, StatusCode::OK);
-        assert_eq!(cluster.me(on, &ended["access_token"]).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            cluster.me(on, &kept["access_token"]).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            cluster.me(on, &ended["access_token"]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     a.stop().await;
     b.stop().await;
@@ -213,13 +246,16 @@ async fn two_instances_share_everything(sql: Sql) {
 #[tokio::test]
 async fn two_instances_on_mariadb_and_redis_behave_as_one() {
     if services::available("instances on MariaDB", &[services::MYSQL, services::REDIS]) {
-        two_instances_share_everything(Sql::MySql).await;
+        two_instances_share_everything(Sql::Mysql).await;
     }
 }
 
 #[tokio::test]
 async fn two_instances_on_postgres_and_redis_behave_as_one() {
-    if services::available("instances on PostgreSQL", &[services::POSTGRES, services::REDIS]) {
+    if services::available(
+        "instances on PostgreSQL",
+        &[services::POSTGRES, services::REDIS],
+    ) {
         two_instances_share_everything(Sql::Postgres).await;
     }
 }

@@ -191,6 +191,6 @@ async fn postgres_going_away_gives_503_and_the_service_recovers_on_its_own() {
 #[tokio::test]
 async fn mariadb_going_away_gives_503_and_the_service_recovers_on_its_own() {
     if services::available("mariadb outage", &[services::MYSQL]) {
-        database_outage(Sql::MySql, services::MYSQL).await;
+        database_outage(Sql::Mysql, services::MYSQL).await;
     }
 }

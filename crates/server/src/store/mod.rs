@@ -264,11 +264,16 @@ impl Stores {
 }
 
 /// Opens the database (applying migrations) and, when configured, Redis.
-pub async fn connect(database: &DatabaseConfig, sessions: &SessionsConfig) -> anyhow::Result<Stores> {
+pub async fn connect(
+    database: &DatabaseConfig,
+    sessions: &SessionsConfig,
+) -> anyhow::Result<Stores> {
     let sql = Arc::new(sql::SqlStore::connect(database).await?);
     let redis = match sessions.store {
         SessionStoreKind::Sql => None,
-        SessionStoreKind::Redis => Some(Arc::new(redis::RedisSessionStore::connect(sessions).await?)),
+        SessionStoreKind::Redis => {
+            Some(Arc::new(redis::RedisSessionStore::connect(sessions).await?))
+        }
     };
     let session_store: Arc<dyn SessionStore> = match &redis {
         Some(redis) => redis.clone(),

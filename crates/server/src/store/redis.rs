@@ -12,8 +12,8 @@
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
 use crate::config::SessionsConfig;
@@ -435,4 +435,3 @@ pub(crate) fn redis_error(err: redis::RedisError) -> StoreError {
         StoreError::Other(err.into())
     }
 }
-

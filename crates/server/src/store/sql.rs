@@ -132,21 +132,17 @@ impl Queries {
             set_unionid: p(
                 "UPDATE users SET unionid = ?, updated_at = ? WHERE id = ? AND unionid IS NULL",
             ),
-            update_profile: p(
-                "UPDATE users SET nickname = COALESCE(?, nickname), \
+            update_profile: p("UPDATE users SET nickname = COALESCE(?, nickname), \
                  avatar_url = COALESCE(?, avatar_url), gender = COALESCE(?, gender), \
                  city = COALESCE(?, city), province = COALESCE(?, province), \
                  country = COALESCE(?, country), language = COALESCE(?, language), \
-                 updated_at = ? WHERE id = ?",
-            ),
+                 updated_at = ? WHERE id = ?"),
             insert_session: p(
                 "INSERT INTO sessions (id, app_id, openid, session_key, created_at, \
                  last_seen_at, expires_at, user_agent, ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ),
-            insert_tokens: p(
-                "INSERT INTO tokens (hash, session_id, kind, expires_at) \
-                 VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)",
-            ),
+            insert_tokens: p("INSERT INTO tokens (hash, session_id, kind, expires_at) \
+                 VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)"),
             authenticate: p(&format!(
                 "SELECT t.expires_at AS token_expires_at, {SESSION_COLUMNS} FROM tokens t \
                  JOIN sessions s ON s.id = t.session_id WHERE t.hash = ? AND t.kind = 'access'"
@@ -159,10 +155,8 @@ impl Queries {
                 "SELECT t.used_at, {SESSION_COLUMNS} FROM tokens t \
                  JOIN sessions s ON s.id = t.session_id WHERE t.hash = ? AND t.kind = 'refresh'"
             )),
-            revoke: p(
-                "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
-                 WHERE id = ? AND revoked_at IS NULL",
-            ),
+            revoke: p("UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
+                 WHERE id = ? AND revoked_at IS NULL"),
             revoke_identity: p(
                 "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE app_id = ? \
                  AND openid = ? AND revoked_at IS NULL AND expires_at > ?",
@@ -171,10 +165,8 @@ impl Queries {
             touch: p("UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"),
             touch_on_refresh: p("UPDATE sessions SET last_seen_at = ? WHERE id = ?"),
             purge_tokens: p("DELETE FROM tokens WHERE expires_at <= ?"),
-            purge_sessions: p(
-                "DELETE FROM sessions WHERE expires_at <= ? OR NOT EXISTS \
-                 (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id)",
-            ),
+            purge_sessions: p("DELETE FROM sessions WHERE expires_at <= ? OR NOT EXISTS \
+                 (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id)"),
         }
     }
 }
@@ -752,10 +744,12 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
         sqlx::Error::Protocol(_) => true,
         // SQLite: database locked or busy after busy_timeout. MySQL: server gone away or lost
         // connection. PostgreSQL: admin shutdown, cannot connect now.
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("5" | "6" | "517" | "08S01" | "57P01" | "57P03" | "08006")
-        ) && !db.is_unique_violation(),
+        sqlx::Error::Database(db) => {
+            matches!(
+                db.code().as_deref(),
+                Some("5" | "6" | "517" | "08S01" | "57P01" | "57P03" | "08006")
+            ) && !db.is_unique_violation()
+        }
         _ => false,
     };
     if unavailable {

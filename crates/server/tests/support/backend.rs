@@ -19,7 +19,7 @@ use wxauth::config::{Config, DatabaseUrl, SessionStoreKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sql {
     Sqlite,
-    MySql,
+    Mysql,
     Postgres,
 }
 
@@ -48,10 +48,10 @@ impl TestBackend {
         let name = env_or("WXTEST_BACKEND", "sqlite");
         let (sql, redis) = match name.as_str() {
             "sqlite" => (Sql::Sqlite, false),
-            "mysql" | "mariadb" => (Sql::MySql, false),
+            "mysql" | "mariadb" => (Sql::Mysql, false),
             "postgres" => (Sql::Postgres, false),
             "sqlite+redis" => (Sql::Sqlite, true),
-            "mysql+redis" | "mariadb+redis" => (Sql::MySql, true),
+            "mysql+redis" | "mariadb+redis" => (Sql::Mysql, true),
             "postgres+redis" => (Sql::Postgres, true),
             other => panic!("unknown WXTEST_BACKEND {other:?}"),
         };
@@ -67,7 +67,7 @@ impl TestBackend {
                 format!("sqlite://{}", dir.path().join("wxauth.db").display()),
                 None,
             ),
-            Sql::MySql => {
+            Sql::Mysql => {
                 let admin = env_or("WXTEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql");
                 let mut conn = sqlx::MySqlConnection::connect(&admin)
                     .await
@@ -128,7 +128,10 @@ impl TestBackend {
         if let Some(url) = &self.redis_url {
             env.push(("WXAUTH_SESSIONS__STORE".to_owned(), "redis".to_owned()));
             env.push(("WXAUTH_SESSIONS__REDIS_URL".to_owned(), url.clone()));
-            env.push(("WXAUTH_SESSIONS__KEY_PREFIX".to_owned(), self.key_prefix.clone()));
+            env.push((
+                "WXAUTH_SESSIONS__KEY_PREFIX".to_owned(),
+                self.key_prefix.clone(),
+            ));
         }
         env
     }
@@ -181,16 +184,26 @@ impl TestBackend {
                 .unwrap();
             for key in self.redis_keys("").await {
                 text.push_str(&key);
-                let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.unwrap();
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
                 if kind == "hash" {
-                    let fields: Vec<String> =
-                        redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
+                    let fields: Vec<String> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
                     text.push_str(&fields.join(" "));
                 }
             }
         } else {
             let pool = self.pool().await;
-            for sql in ["SELECT id, session_key FROM sessions", "SELECT hash, session_id FROM tokens"] {
+            for sql in [
+                "SELECT id, session_key FROM sessions",
+                "SELECT hash, session_id FROM tokens",
+            ] {
                 for row in sqlx::query(sql).fetch_all(&pool).await.unwrap() {
                     let a: String = row.try_get(0).unwrap();
                     let b: String = row.try_get(1).unwrap();
@@ -217,7 +230,7 @@ impl TestBackend {
         prefix: String,
     ) {
         match (sql, admin) {
-            (Sql::MySql, Some(admin)) => {
+            (Sql::Mysql, Some(admin)) => {
                 if let Ok(mut conn) = sqlx::MySqlConnection::connect(&admin).await {
                     // Connections of a server still shutting down would hold metadata locks
                     // and make DROP DATABASE wait: end them first.
@@ -231,7 +244,9 @@ impl TestBackend {
                     for id in ids {
                         let _ = conn.execute(format!("KILL {id}").as_str()).await;
                     }
-                    let _ = conn.execute(format!("DROP DATABASE IF EXISTS {db_name}").as_str()).await;
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {db_name}").as_str())
+                        .await;
                 }
             }
             (Sql::Postgres, Some(admin)) => {
@@ -252,7 +267,8 @@ impl TestBackend {
                         .await
                         .unwrap_or_default();
                     if !keys.is_empty() {
-                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
                 }
             }
