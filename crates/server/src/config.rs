@@ -44,8 +44,30 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// The mini programs this service logs users into.
     pub apps: Vec<AppConfig>,
+    /// Uploaded files.
+    pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where uploaded avatars are kept (served at `/media/...`). Shared storage when several
+    /// instances run.
+    pub media_dir: PathBuf,
+    /// Largest avatar accepted, in bytes.
+    pub avatar_max_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            media_dir: PathBuf::from("./media"),
+            avatar_max_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// `[server]`
@@ -54,15 +76,16 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// The URL clients reach this service at (used for links it hands out).
-    pub public_url: Url,
+    /// The URL clients reach this service at, for the links it hands out (avatars). Defaults
+    /// to `http://` and the address listened on.
+    pub public_url: Option<Url>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            public_url: Url::parse("http://127.0.0.1:8080").unwrap_or_else(|_| unreachable!()),
+            public_url: None,
         }
     }
 }
@@ -378,6 +401,9 @@ impl Config {
                 Some(_) => {}
             }
         }
+        if self.storage.avatar_max_bytes == 0 {
+            problems.push("storage.avatar_max_bytes must be more than 0".to_owned());
+        }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".to_owned());
         }
@@ -387,7 +413,9 @@ impl Config {
                 self.wechat.api_base
             ));
         }
-        if !matches!(self.server.public_url.scheme(), "http" | "https") {
+        if let Some(url) = &self.server.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
             problems.push("server.public_url must be an http(s) URL".to_owned());
         }
         if self.wechat.timeout.is_zero() {

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// An upload is not a PNG, JPEG or WebP image.
+    #[error("not an image")]
+    NotAnImage,
     /// The body is over the limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -95,6 +98,11 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json".into(),
+            ),
+            E::NotAnImage => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_image",
+                "the file is not a PNG, JPEG or WebP image".into(),
             ),
             E::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,4 +1,5 @@
-//! Sealing session_keys at rest with the data key (AES-256-GCM).
+//! Sealing secrets at rest (session_keys, WeChat access tokens) with the data key
+//! (AES-256-GCM).
 //!
 //! A sealed value is `base64(nonce || ciphertext+tag)`, bound to the session it belongs to
 //! through the associated data, so a sealed key copied onto another session row does not open.
@@ -19,7 +20,7 @@ pub struct DataKey(Aes256Gcm);
 
 /// A sealed value could not be opened (wrong data key, or tampered with).
 #[derive(Debug, thiserror::Error)]
-#[error("a sealed session_key could not be opened (was the data key changed?)")]
+#[error("a sealed secret could not be opened (was the data key changed?)")]
 pub struct UnsealError;
 
 impl DataKey {
@@ -35,24 +36,36 @@ impl DataKey {
 
     /// Seals a session_key for the session `context`.
     pub fn seal(&self, key: &SessionKey, context: &str) -> String {
+        self.seal_bytes(key.bytes(), context)
+    }
+
+    /// Opens what [`DataKey::seal`] made for the same `context`.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<SessionKey, UnsealError> {
+        let plain = self.open_bytes(sealed, context)?;
+        let bytes: [u8; 16] = plain.try_into().map_err(|_| UnsealError)?;
+        Ok(SessionKey::from_bytes(bytes))
+    }
+
+    /// Seals any secret bytes, bound to `context`.
+    pub fn seal_bytes(&self, secret: &[u8], context: &str) -> String {
         let nonce: [u8; NONCE_LEN] = rand::random();
         let payload = Payload {
-            msg: key.bytes(),
+            msg: secret,
             aad: context.as_bytes(),
         };
-        // AES-GCM encryption fails only for inputs far beyond 16 bytes.
+        // AES-GCM fails only for inputs of gigabytes.
         let sealed = self
             .0
             .encrypt(Nonce::from_slice(&nonce), payload)
-            .unwrap_or_else(|_| unreachable!("AES-GCM encrypts 16 bytes"));
+            .unwrap_or_else(|_| unreachable!("AES-GCM encrypts short secrets"));
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         BASE64.encode(out)
     }
 
-    /// Opens what [`DataKey::seal`] made for the same `context`.
-    pub fn open(&self, sealed: &str, context: &str) -> Result<SessionKey, UnsealError> {
+    /// Opens what [`DataKey::seal_bytes`] made for the same `context`.
+    pub fn open_bytes(&self, sealed: &str, context: &str) -> Result<Vec<u8>, UnsealError> {
         let raw = BASE64.decode(sealed.as_bytes()).map_err(|_| UnsealError)?;
         if raw.len() <= NONCE_LEN {
             return Err(UnsealError);
@@ -62,12 +75,9 @@ impl DataKey {
             msg: ciphertext,
             aad: context.as_bytes(),
         };
-        let plain = self
-            .0
+        self.0
             .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| UnsealError)?;
-        let bytes: [u8; 16] = plain.try_into().map_err(|_| UnsealError)?;
-        Ok(SessionKey::from_bytes(bytes))
+            .map_err(|_| UnsealError)
     }
 }
 

@@ -14,7 +14,7 @@ use wxauth_wechat::{ClientConfig, WechatClient};
 use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::state::{AppState, Inner, Lifetimes};
+use crate::state::{AppState, Inner, Lifetimes, Media};
 use crate::store;
 
 /// How often expired tokens and sessions are deleted.
@@ -41,15 +41,17 @@ impl Application {
                 problems.join("\n- ")
             )
         })?;
-        let stores = store::connect(&config.database, &config.sessions).await?;
-        let wechat = WechatClient::new(ClientConfig {
+        let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
+        let wechat_config = ClientConfig {
             api_base: config.wechat.api_base.clone(),
             timeout: config.wechat.timeout,
             connect_timeout: config.wechat.connect_timeout,
             busy_retries: config.wechat.busy_retries,
             ..ClientConfig::default()
-        })
-        .context("Failed to build the WeChat client")?;
+        };
+        // The access-token cache is shared with every other instance through the store.
+        let wechat = WechatClient::with_token_store(wechat_config, stores.wechat_tokens.clone())
+            .context("Failed to build the WeChat client")?;
         let default_app = match resolved.apps.as_slice() {
             [only] => Some(only.app_id.clone()),
             _ => None,
@@ -59,6 +61,17 @@ impl Application {
             .into_iter()
             .map(|app| (app.app_id.clone(), app))
             .collect();
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", config.server.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("Failed to read the bound address")?;
+        let public_url = match &config.server.public_url {
+            Some(url) => url.clone(),
+            None => url::Url::parse(&format!("http://{addr}"))
+                .context("Failed to derive server.public_url")?,
+        };
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let state = AppState::new(Inner {
             apps,
@@ -73,13 +86,13 @@ impl Application {
                 session: secs(config.tokens.session_max_age),
             },
             watermark_max_age: Some(config.security.watermark_max_age).filter(|d| !d.is_zero()),
+            wechat_timeout: config.wechat.timeout,
+            media: Media {
+                dir: config.storage.media_dir.clone(),
+                max_bytes: config.storage.avatar_max_bytes,
+                public_url,
+            },
         });
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("Failed to listen on {}", config.server.listen))?;
-        let addr = listener
-            .local_addr()
-            .context("Failed to read the bound address")?;
         Ok(Self {
             listener,
             addr,

@@ -34,6 +34,21 @@ pub struct Inner {
     pub lifetimes: Lifetimes,
     /// Oldest open data accepted; `None` turns the check off.
     pub watermark_max_age: Option<Duration>,
+    /// Uploaded avatars.
+    pub media: Media,
+    /// The WeChat call timeout (how long to wait for a concurrent exchange of one code).
+    pub wechat_timeout: Duration,
+}
+
+/// Where uploads go and how they are reached.
+#[derive(Debug, Clone)]
+pub struct Media {
+    /// The directory served at `/media/`.
+    pub dir: std::path::PathBuf,
+    /// Largest avatar accepted.
+    pub max_bytes: usize,
+    /// The service's public URL, for the links handed out.
+    pub public_url: url::Url,
 }
 
 /// Token and session lifetimes, in seconds.

@@ -11,13 +11,18 @@ use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use wxauth_wechat::{AppId, JsCode, OpenId, SessionKey};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wxauth_wechat::{
+    AppCredentials, AppId, Code2Session, JsCode, OpenId, SessionKey, UnionId, WechatError,
+};
 
 use super::views::UserView;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
-use crate::store::{RefreshOutcome, Session, TokenEntry};
+use crate::store::{CodeClaim, RefreshOutcome, Session, TokenEntry};
 use crate::tokens::{ACCESS_PREFIX, NewToken, REFRESH_PREFIX, TokenHash, random_id};
 
 /// `POST /v1/auth/login`, `/v1/auth/refresh`, `/v1/auth/logout`.
@@ -26,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/check", post(check))
 }
 
 /// `POST /v1/auth/login` body.
@@ -63,6 +69,8 @@ pub struct LoginResponse {
     pub user: UserView,
     /// A new person was created by this login.
     pub is_new_user: bool,
+    /// This mini program saw this person for the first time (they may be known from another).
+    pub is_new_identity: bool,
 }
 
 /// The client's address and agent, kept on the session for the admin view.
@@ -108,7 +116,7 @@ pub async fn login_with_code(
     let app = state.app(request.app_id.as_deref())?;
     let code = JsCode::parse(request.code)
         .map_err(|err| ApiError::InvalidRequest(err.to_string().into()))?;
-    let wx = state.wechat.code2session(app, &code).await?;
+    let wx = exchange_code(state, app, &code).await?;
     let now = state.now();
     let outcome = state
         .stores
@@ -126,7 +134,90 @@ pub async fn login_with_code(
         tokens,
         user: UserView::new(&outcome.user, app.app_id.as_str(), wx.openid.as_str()),
         is_new_user: outcome.is_new_user,
+        is_new_identity: outcome.is_new_identity,
     })
+}
+
+/// How long WeChat keeps a login code valid, and so how long its exchange is remembered.
+const CODE_LIFETIME_SECS: i64 = 300;
+
+/// What a remembered exchange holds (sealed at rest).
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    openid: String,
+    unionid: Option<String>,
+    session_key: String,
+}
+
+/// Exchanges a login code with WeChat at most once. A retry of the same code within its five
+/// minutes (a client whose response was lost) gets the remembered answer instead of
+/// WeChat's "code already used"; a concurrent duplicate waits for the first exchange.
+pub async fn exchange_code(
+    state: &AppState,
+    app: &AppCredentials,
+    code: &JsCode,
+) -> Result<Code2Session, ApiError> {
+    let hash = TokenHash::of(&format!("{}:{}", app.app_id, code.as_str())).to_hex();
+    let context = format!("login_code:{hash}");
+    // Poll for a concurrent exchange at most as long as that exchange may take.
+    let deadline = tokio::time::Instant::now() + state.wechat_timeout + Duration::from_secs(1);
+    loop {
+        let now = state.now();
+        match state
+            .stores
+            .codes
+            .claim(&hash, now, now + CODE_LIFETIME_SECS)
+            .await?
+        {
+            CodeClaim::Claimed => {
+                let result = state.wechat.code2session(app, code).await;
+                let Ok(wx) = result else {
+                    state.stores.codes.release(&hash).await?;
+                    return result.map_err(ApiError::from);
+                };
+                let remembered = Remembered {
+                    openid: wx.openid.to_string(),
+                    unionid: wx.unionid.as_ref().map(ToString::to_string),
+                    session_key: wx.session_key.expose_secret().to_owned(),
+                };
+                let json = serde_json::to_vec(&remembered).map_err(anyhow::Error::from)?;
+                let sealed = state.data_key.seal_bytes(&json, &context);
+                state
+                    .stores
+                    .codes
+                    .fulfil(&hash, &sealed, now + CODE_LIFETIME_SECS)
+                    .await?;
+                return Ok(wx);
+            }
+            CodeClaim::Done(sealed) => {
+                let remembered = state
+                    .data_key
+                    .open_bytes(&sealed, &context)
+                    .ok()
+                    .and_then(|json| serde_json::from_slice::<Remembered>(&json).ok())
+                    .context("a remembered login code could not be read")?;
+                return Ok(Code2Session {
+                    openid: OpenId::parse(remembered.openid).map_err(anyhow::Error::from)?,
+                    unionid: remembered
+                        .unionid
+                        .map(UnionId::parse)
+                        .transpose()
+                        .map_err(anyhow::Error::from)?,
+                    session_key: SessionKey::parse(remembered.session_key)
+                        .map_err(anyhow::Error::from)?,
+                });
+            }
+            CodeClaim::Pending => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::Wechat(WechatError::api(
+                        40163,
+                        "code been used (another request is still exchanging it)",
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Stores a new session for the identity and mints its first token pair.
@@ -223,6 +314,27 @@ async fn refresh(
         RefreshOutcome::Expired => Err(ApiError::TokenExpired),
         RefreshOutcome::Unknown => Err(ApiError::Unauthorized("the refresh token is not valid")),
     }
+}
+
+/// `POST /v1/auth/check` answer.
+#[derive(Serialize)]
+pub struct CheckResponse {
+    /// Whether WeChat still accepts this session's session_key. When false, call `wx.login`
+    /// and send the new code with the next encrypted data.
+    pub session_key_valid: bool,
+}
+
+async fn check(
+    State(state): State<AppState>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let (app_id, openid) = super::me::identity(&session)?;
+    let app = state.app(Some(app_id.as_str()))?;
+    let session_key_valid = match super::me::session_key_of(&state, &session) {
+        Some(key) => state.wechat.check_session_key(app, &openid, &key).await?,
+        None => false,
+    };
+    Ok(Json(CheckResponse { session_key_valid }))
 }
 
 async fn logout(

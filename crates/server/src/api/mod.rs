@@ -10,6 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -20,10 +21,14 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole service as one router.
 pub fn router(state: AppState) -> Router {
+    // Uploaded files; a missing one is a 404 in the API's error shape.
+    let media = ServeDir::new(&state.media.dir)
+        .not_found_service(axum::routing::any(|| async { ApiError::NotFound }));
     Router::new()
         .merge(auth::router())
-        .merge(me::router())
+        .merge(me::router(state.media.max_bytes))
         .merge(health::router())
+        .nest_service("/media", media)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::store::User;
+use crate::store::{Identity, User};
 
 /// A user as login shows it.
 #[derive(Debug, Serialize)]
@@ -42,6 +42,26 @@ impl UserView {
     }
 }
 
+/// One identity of the person.
+#[derive(Debug, Serialize)]
+pub struct IdentityView {
+    /// The mini program.
+    pub app_id: String,
+    /// The openid there.
+    pub openid: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A phone number, masked unless asked for.
+#[derive(Debug, Serialize)]
+pub struct PhoneView {
+    /// e.g. "86".
+    pub country_code: String,
+    /// The number, e.g. "13800000000" or masked "138****0000".
+    pub number: String,
+}
+
 /// The full profile, as `GET /v1/me` shows it.
 #[derive(Debug, Serialize)]
 pub struct MeView {
@@ -56,20 +76,84 @@ pub struct MeView {
     pub country: Option<String>,
     /// Language.
     pub language: Option<String>,
+    /// Phone, masked unless `?include=phone`.
+    pub phone: Option<PhoneView>,
+    /// The app's own fields.
+    pub extra: Option<serde_json::Value>,
+    /// Every identity of the person, across mini programs.
+    pub identities: Vec<IdentityView>,
     /// RFC 3339.
     pub updated_at: String,
 }
 
 impl MeView {
     /// The view of `user` through one identity.
-    pub fn new(user: &User, app_id: &str, openid: &str) -> Self {
+    pub fn new(
+        user: &User,
+        identities: &[Identity],
+        app_id: &str,
+        openid: &str,
+        include_phone: bool,
+    ) -> Self {
+        let phone = match (&user.phone_country_code, &user.phone_number) {
+            (Some(cc), Some(number)) if !number.is_empty() => Some(PhoneView {
+                country_code: cc.clone(),
+                number: if include_phone {
+                    number.clone()
+                } else {
+                    mask(number)
+                },
+            }),
+            _ => None,
+        };
         Self {
             user: UserView::new(user, app_id, openid),
             city: user.city.clone(),
             province: user.province.clone(),
             country: user.country.clone(),
             language: user.language.clone(),
+            phone,
+            extra: user
+                .extra
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
+            identities: identities
+                .iter()
+                .map(|i| IdentityView {
+                    app_id: i.app_id.clone(),
+                    openid: i.openid.clone(),
+                    created_at: rfc3339(i.created_at),
+                })
+                .collect(),
             updated_at: rfc3339(user.updated_at),
         }
+    }
+}
+
+/// `13800000000` → `138****0000`; shorter numbers keep less.
+pub fn mask(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let n = chars.len();
+    let (head, tail) = match n {
+        0..=2 => (0, 0),
+        3..=6 => (1, 1),
+        _ => (3, 4),
+    };
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(&"*".repeat(n - head - tail));
+    out.extend(&chars[n - tail..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn phone_numbers_are_masked_in_the_middle() {
+        assert_eq!(mask("13800000000"), "138****0000");
+        assert_eq!(mask("2025550100"), "202***0100");
+        assert_eq!(mask("12345"), "1***5");
+        assert_eq!(mask("12"), "**");
     }
 }

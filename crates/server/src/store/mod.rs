@@ -9,6 +9,7 @@
 
 pub mod redis;
 pub mod sql;
+pub mod wechat_tokens;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use wxauth_wechat::{AppId, OpenId, UnionId};
 
 use crate::config::{DatabaseConfig, SessionStoreKind, SessionsConfig};
+use crate::seal::DataKey;
 use crate::tokens::TokenHash;
 
 /// A store could not do what was asked.
@@ -57,6 +59,12 @@ pub struct User {
     pub country: Option<String>,
     /// Language.
     pub language: Option<String>,
+    /// Phone country code, e.g. "86".
+    pub phone_country_code: Option<String>,
+    /// Phone number without country code.
+    pub phone_number: Option<String>,
+    /// The app's own fields: a JSON object, as text.
+    pub extra: Option<String>,
     /// When the person was first seen (Unix seconds).
     pub created_at: i64,
     /// When the profile last changed (Unix seconds).
@@ -91,6 +99,23 @@ pub struct ProfileUpdate {
     pub country: Option<String>,
     /// Language.
     pub language: Option<String>,
+    /// Phone country code.
+    pub phone_country_code: Option<String>,
+    /// Phone number without country code.
+    pub phone_number: Option<String>,
+    /// The app's own fields (a JSON object as text); replaces what was stored.
+    pub extra: Option<String>,
+}
+
+/// One identity of a person: a mini program and the openid there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The mini program.
+    pub app_id: String,
+    /// The user there.
+    pub openid: String,
+    /// When the identity first logged in (Unix seconds).
+    pub created_at: i64,
 }
 
 /// Persons and identities.
@@ -116,8 +141,12 @@ pub trait UserStore: Send + Sync + 'static {
         openid: &OpenId,
     ) -> Result<Option<User>, StoreError>;
 
-    /// Updates the profile of the person behind an identity, and records a unionid seen in
-    /// its open data when the person has none yet. Returns the person as now stored.
+    /// The identities of a person, oldest first.
+    async fn identities(&self, user_id: &str) -> Result<Vec<Identity>, StoreError>;
+
+    /// Updates the profile of the person behind an identity, and links a unionid seen in its
+    /// open data (merging persons when another one holds it). Returns the person as now
+    /// stored.
     async fn update_profile(
         &self,
         app_id: &AppId,
@@ -239,6 +268,29 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 
+/// What claiming a login code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeClaim {
+    /// Nobody has exchanged this code yet: the caller does it, then fulfils or releases.
+    Claimed,
+    /// Another request is exchanging it right now.
+    Pending,
+    /// It was exchanged already; here is what WeChat answered (sealed, as stored).
+    Done(String),
+}
+
+/// Login codes recently exchanged, so a client retry with the same code (after a lost
+/// response) gets a session instead of WeChat's "code already used".
+#[async_trait]
+pub trait CodeCache: Send + Sync + 'static {
+    /// Claims a code (by hash) until `expires_at`, or reports who has it.
+    async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError>;
+    /// Stores the exchange's result for later retries.
+    async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Gives a claim up (the exchange failed), so a retry may try again.
+    async fn release(&self, hash: &str) -> Result<(), StoreError>;
+}
+
 /// The stores a running service uses.
 #[derive(Clone)]
 pub struct Stores {
@@ -246,6 +298,10 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Sessions and tokens.
     pub sessions: Arc<dyn SessionStore>,
+    /// Recently exchanged login codes (where the sessions are).
+    pub codes: Arc<dyn CodeCache>,
+    /// The shared WeChat access-token cache (where the sessions are).
+    pub wechat_tokens: Arc<dyn wxauth_wechat::TokenStore>,
     /// The SQL store (users always live there; sessions too unless Redis is configured).
     pub sql: Arc<sql::SqlStore>,
     /// The Redis session store, when configured.
@@ -263,10 +319,12 @@ impl Stores {
     }
 }
 
-/// Opens the database (applying migrations) and, when configured, Redis.
+/// Opens the database (applying migrations) and, when configured, Redis. The data key seals
+/// the WeChat access tokens kept in the shared cache.
 pub async fn connect(
     database: &DatabaseConfig,
     sessions: &SessionsConfig,
+    data_key: &DataKey,
 ) -> anyhow::Result<Stores> {
     let sql = Arc::new(sql::SqlStore::connect(database).await?);
     let redis = match sessions.store {
@@ -275,13 +333,30 @@ pub async fn connect(
             Some(Arc::new(redis::RedisSessionStore::connect(sessions).await?))
         }
     };
-    let session_store: Arc<dyn SessionStore> = match &redis {
-        Some(redis) => redis.clone(),
-        None => sql.clone(),
+    let (session_store, codes, wechat_tokens): (
+        Arc<dyn SessionStore>,
+        Arc<dyn CodeCache>,
+        Arc<dyn wxauth_wechat::TokenStore>,
+    ) = match &redis {
+        Some(redis) => (
+            redis.clone(),
+            redis.clone(),
+            Arc::new(wechat_tokens::RedisTokenStore::new(redis, data_key.clone())),
+        ),
+        None => (
+            sql.clone(),
+            sql.clone(),
+            Arc::new(wechat_tokens::SqlTokenStore::new(
+                sql.clone(),
+                data_key.clone(),
+            )),
+        ),
     };
     Ok(Stores {
         users: sql.clone(),
         sessions: session_store,
+        codes,
+        wechat_tokens,
         sql,
         redis,
     })

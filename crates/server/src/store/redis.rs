@@ -5,6 +5,9 @@
 //! - `t:<sha256 hex>`: a hash `{sid, kind, exp, used}` per token; expires with the token. A
 //!   used refresh token stays until it expires so that a second use is recognised as reuse.
 //! - `i:<app_id>:<openid>`: the set of an identity's session ids, to revoke them all.
+//! - `c:<sha256 hex>`: a login code recently exchanged, with WeChat's answer (sealed).
+//! - `wx:token:<app_id>`, `wx:lock:<app_id>`: the shared WeChat access token and its refresh
+//!   lease.
 //!
 //! One multiplexed connection (a `ConnectionManager`, which reconnects by itself) serves every
 //! request. Authentication and rotation are Lua scripts: one round trip each, and rotation is
@@ -15,7 +18,10 @@ use async_trait::async_trait;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
+use super::{
+    AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionStore, StoreError,
+    TokenEntry,
+};
 use crate::config::SessionsConfig;
 use crate::tokens::TokenHash;
 
@@ -169,6 +175,10 @@ impl RedisSessionStore {
 
     fn token_key(&self, hash: &TokenHash) -> String {
         format!("{}t:{}", self.prefix, hash.to_hex())
+    }
+
+    fn code_key(&self, hash: &str) -> String {
+        format!("{}c:{hash}", self.prefix)
     }
 
     fn identity_key(&self, app_id: &str, openid: &str) -> String {
@@ -390,6 +400,76 @@ impl SessionStore for RedisSessionStore {
     async fn purge_expired(&self, _now: i64) -> Result<u64, StoreError> {
         // Every key carries a TTL: Redis deletes them itself.
         Ok(0)
+    }
+}
+
+/// A login-code entry is `<expires_at>:<sealed result>`, empty result while pending. The
+/// expiry is checked against the service's clock; the key's TTL only cleans up.
+fn code_entry(expires_at: i64, result: &str) -> String {
+    format!("{expires_at}:{result}")
+}
+
+#[async_trait]
+impl CodeCache for RedisSessionStore {
+    async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError> {
+        let key = self.code_key(hash);
+        let mut conn = self.conn.clone();
+        for _ in 0..2 {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(code_entry(expires_at, ""))
+                .arg("NX")
+                .arg("EXAT")
+                .arg(expires_at)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if set.is_some() {
+                return Ok(CodeClaim::Claimed);
+            }
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let Some((expires, result)) = value.as_deref().and_then(|v| v.split_once(':')) else {
+                // Gone between the two commands: claim again.
+                continue;
+            };
+            if expires.parse::<i64>().map_or(true, |e| e <= now) {
+                self.release(hash).await?;
+                continue;
+            }
+            return Ok(if result.is_empty() {
+                CodeClaim::Pending
+            } else {
+                CodeClaim::Done(result.to_owned())
+            });
+        }
+        Ok(CodeClaim::Pending)
+    }
+
+    async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.code_key(hash))
+            .arg(code_entry(expires_at, result))
+            .arg("EXAT")
+            .arg(expires_at)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.code_key(hash))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
     }
 }
 

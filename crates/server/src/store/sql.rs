@@ -19,8 +19,8 @@ use sqlx::{Any, AnyPool, Executor as _, Row as _, Transaction};
 use wxauth_wechat::{AppId, OpenId, UnionId};
 
 use super::{
-    AccessCheck, LoginOutcome, ProfileUpdate, RefreshOutcome, Session, SessionStore, StoreError,
-    TokenEntry, User, UserStore,
+    AccessCheck, CodeCache, CodeClaim, Identity, LoginOutcome, ProfileUpdate, RefreshOutcome,
+    Session, SessionStore, StoreError, TokenEntry, User, UserStore,
 };
 use crate::config::DatabaseConfig;
 use crate::tokens::TokenHash;
@@ -84,7 +84,8 @@ impl Dialect {
 }
 
 const USER_COLUMNS: &str = "u.id, u.unionid, u.nickname, u.avatar_url, u.gender, u.city, \
-                            u.province, u.country, u.language, u.created_at, u.updated_at";
+                            u.province, u.country, u.language, u.phone_country_code, \
+                            u.phone_number, u.extra, u.created_at, u.updated_at";
 const SESSION_COLUMNS: &str = "s.id, s.app_id, s.openid, s.session_key, s.created_at, \
                                s.last_seen_at, s.expires_at, s.revoked_at, s.user_agent, s.ip";
 
@@ -94,6 +95,18 @@ struct Queries {
     ping: String,
     user_by_identity: String,
     user_id_by_unionid: String,
+    user_by_unionid_locked: String,
+    user_by_id_locked: String,
+    identities: String,
+    move_identities: String,
+    insert_merge: String,
+    delete_user: String,
+    merge_into: String,
+    claim_code: String,
+    code_result: String,
+    fulfil_code: String,
+    release_code: String,
+    purge_codes: String,
     insert_user: String,
     insert_identity: String,
     set_unionid: String,
@@ -115,7 +128,39 @@ struct Queries {
 impl Queries {
     fn new(d: Dialect) -> Self {
         let p = |sql: &str| d.prepare(sql);
+        // SQLite has no row locks: its BEGIN IMMEDIATE already serializes writers.
+        let lock = if d == Dialect::Sqlite {
+            ""
+        } else {
+            " FOR UPDATE"
+        };
         Self {
+            user_by_unionid_locked: p(&format!(
+                "SELECT {USER_COLUMNS} FROM users u WHERE u.unionid = ?{lock}"
+            )),
+            user_by_id_locked: p(&format!(
+                "SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?{lock}"
+            )),
+            identities: p(
+                "SELECT app_id, openid, created_at FROM identities WHERE user_id = ? \
+                 ORDER BY created_at, app_id",
+            ),
+            move_identities: p("UPDATE identities SET user_id = ? WHERE user_id = ?"),
+            insert_merge: p(
+                "INSERT INTO user_merges (merged_id, survivor_id, unionid, merged_at) \
+                 VALUES (?, ?, ?, ?)",
+            ),
+            delete_user: p("DELETE FROM users WHERE id = ?"),
+            merge_into: p(
+                "UPDATE users SET unionid = ?, nickname = ?, avatar_url = ?, gender = ?, \
+                 city = ?, province = ?, country = ?, language = ?, phone_country_code = ?, \
+                 phone_number = ?, extra = ?, updated_at = ? WHERE id = ?",
+            ),
+            claim_code: p("INSERT INTO login_codes (hash, result, expires_at) VALUES (?, NULL, ?)"),
+            code_result: p("SELECT result, expires_at FROM login_codes WHERE hash = ?"),
+            fulfil_code: p("UPDATE login_codes SET result = ?, expires_at = ? WHERE hash = ?"),
+            release_code: p("DELETE FROM login_codes WHERE hash = ?"),
+            purge_codes: p("DELETE FROM login_codes WHERE expires_at <= ?"),
             ping: p("SELECT 1"),
             user_by_identity: p(&format!(
                 "SELECT {USER_COLUMNS} FROM identities i JOIN users u ON u.id = i.user_id \
@@ -136,6 +181,8 @@ impl Queries {
                  avatar_url = COALESCE(?, avatar_url), gender = COALESCE(?, gender), \
                  city = COALESCE(?, city), province = COALESCE(?, province), \
                  country = COALESCE(?, country), language = COALESCE(?, language), \
+                 phone_country_code = COALESCE(?, phone_country_code), \
+                 phone_number = COALESCE(?, phone_number), extra = COALESCE(?, extra), \
                  updated_at = ? WHERE id = ?"),
             insert_session: p(
                 "INSERT INTO sessions (id, app_id, openid, session_key, created_at, \
@@ -275,25 +322,164 @@ impl SqlStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Gives a person without a unionid the one just learned, unless another person holds it.
-    async fn record_unionid(
+    /// Links a unionid to a person. When another person already holds it (an identity
+    /// that first came through an unbound app), the two persons merge: the older survives,
+    /// takes the other's identities and fills its empty profile fields from it, and a merge
+    /// record keeps who went into whom. Sessions follow, since they belong to identities.
+    async fn link_unionid(
         &self,
         user_id: &str,
         unionid: &UnionId,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(&self.q.set_unionid)
+        for _ in 0..LOGIN_ATTEMPTS {
+            if self.try_link_unionid(user_id, unionid, now).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "linking a unionid kept losing races after {LOGIN_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// One attempt; `Ok(false)` when a race was lost and the caller should try again.
+    async fn try_link_unionid(
+        &self,
+        user_id: &str,
+        unionid: &UnionId,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let result = self.link_in(&mut tx, user_id, unionid, now).await;
+        match result {
+            Ok(()) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(true)
+            }
+            Err(err) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after a failed link");
+                }
+                if is_unique_violation(&err) || is_deadlock(&err) {
+                    Ok(false)
+                } else {
+                    Err(store_error(err))
+                }
+            }
+        }
+    }
+
+    async fn link_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user_id: &str,
+        unionid: &UnionId,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let me = sqlx::query(&self.q.user_by_id_locked)
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(me) = me
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+            .map_err(into_sqlx)?
+        else {
+            // Merged away meanwhile: the survivor has it already.
+            return Ok(());
+        };
+        if let Some(existing) = &me.unionid {
+            if existing != unionid.as_str() {
+                tracing::warn!(
+                    user_id,
+                    "a person was given a second, different unionid; kept the first"
+                );
+            }
+            return Ok(());
+        }
+        let holder = sqlx::query(&self.q.user_by_unionid_locked)
+            .bind(unionid.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(holder) = holder
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+            .map_err(into_sqlx)?
+        else {
+            sqlx::query(&self.q.set_unionid)
+                .bind(unionid.as_str())
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(());
+        };
+        let (survivor, merged) = if (me.created_at, &me.id) <= (holder.created_at, &holder.id) {
+            (me, holder)
+        } else {
+            (holder, me)
+        };
+        sqlx::query(&self.q.move_identities)
+            .bind(&survivor.id)
+            .bind(&merged.id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&self.q.insert_merge)
+            .bind(&merged.id)
+            .bind(&survivor.id)
             .bind(unionid.as_str())
             .bind(now)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Another person holds this unionid already.
-            Err(err) if is_unique_violation(&err) => Ok(()),
-            Err(err) => Err(store_error(err)),
-        }
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&self.q.delete_user)
+            .bind(&merged.id)
+            .execute(&mut **tx)
+            .await?;
+        let fill = |own: &Option<String>, other: &Option<String>| {
+            own.clone()
+                .filter(|v| !v.is_empty())
+                .or_else(|| other.clone())
+        };
+        // The phone moves as a pair.
+        let (phone_cc, phone) = if survivor
+            .phone_number
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            (
+                survivor.phone_country_code.clone(),
+                survivor.phone_number.clone(),
+            )
+        } else {
+            (
+                merged.phone_country_code.clone(),
+                merged.phone_number.clone(),
+            )
+        };
+        sqlx::query(&self.q.merge_into)
+            .bind(unionid.as_str())
+            .bind(fill(&survivor.nickname, &merged.nickname))
+            .bind(fill(&survivor.avatar_url, &merged.avatar_url))
+            .bind(if survivor.gender != 0 {
+                survivor.gender
+            } else {
+                merged.gender
+            })
+            .bind(fill(&survivor.city, &merged.city))
+            .bind(fill(&survivor.province, &merged.province))
+            .bind(fill(&survivor.country, &merged.country))
+            .bind(fill(&survivor.language, &merged.language))
+            .bind(phone_cc)
+            .bind(phone)
+            .bind(fill(&survivor.extra, &merged.extra))
+            .bind(now)
+            .bind(&survivor.id)
+            .execute(&mut **tx)
+            .await?;
+        tracing::info!(survivor = %survivor.id, merged = %merged.id, "persons merged by unionid");
+        Ok(())
     }
 
     /// One attempt at creating the identity (and its person); `Ok(None)` when another login
@@ -400,7 +586,7 @@ impl UserStore for SqlStore {
                 .await?
             {
                 if let (Some(unionid), None) = (unionid, &user.unionid) {
-                    self.record_unionid(&user.id, unionid, now).await?;
+                    self.link_unionid(&user.id, unionid, now).await?;
                     user = self
                         .fetch_user_by_identity(app_id.as_str(), openid.as_str())
                         .await?
@@ -433,6 +619,24 @@ impl UserStore for SqlStore {
             .await
     }
 
+    async fn identities(&self, user_id: &str) -> Result<Vec<Identity>, StoreError> {
+        let rows = sqlx::query(&self.q.identities)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Identity {
+                    app_id: row.try_get("app_id")?,
+                    openid: row.try_get("openid")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+
     async fn update_profile(
         &self,
         app_id: &AppId,
@@ -455,13 +659,16 @@ impl UserStore for SqlStore {
             .bind(update.province.as_deref())
             .bind(update.country.as_deref())
             .bind(update.language.as_deref())
+            .bind(update.phone_country_code.as_deref())
+            .bind(update.phone_number.as_deref())
+            .bind(update.extra.as_deref())
             .bind(now)
             .bind(&user.id)
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
         if let (Some(unionid), None) = (unionid, &user.unionid) {
-            self.record_unionid(&user.id, unionid, now).await?;
+            self.link_unionid(&user.id, unionid, now).await?;
         }
         self.fetch_user_by_identity(app_id.as_str(), openid.as_str())
             .await
@@ -660,8 +867,67 @@ impl SessionStore for SqlStore {
             .await
             .map_err(store_error)?
             .rows_affected();
+        let codes = sqlx::query(&self.q.purge_codes)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
         tx.commit().await.map_err(store_error)?;
-        Ok(tokens + sessions)
+        Ok(tokens + sessions + codes)
+    }
+}
+
+#[async_trait]
+impl CodeCache for SqlStore {
+    async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError> {
+        for _ in 0..2 {
+            let inserted = sqlx::query(&self.q.claim_code)
+                .bind(hash)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await;
+            match inserted {
+                Ok(_) => return Ok(CodeClaim::Claimed),
+                Err(err) if is_unique_violation(&err) => {}
+                Err(err) => return Err(store_error(err)),
+            }
+            let row = sqlx::query(&self.q.code_result)
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            let Some(row) = row else { continue };
+            let result: Option<String> = row.try_get("result").map_err(store_error)?;
+            let expires: i64 = row.try_get("expires_at").map_err(store_error)?;
+            if expires <= now {
+                // A stale entry the purge has not reached yet: clear it and claim anew.
+                self.release(hash).await?;
+                continue;
+            }
+            return Ok(result.map_or(CodeClaim::Pending, CodeClaim::Done));
+        }
+        Ok(CodeClaim::Pending)
+    }
+
+    async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query(&self.q.fulfil_code)
+            .bind(result)
+            .bind(expires_at)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.q.release_code)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }
 
@@ -699,6 +965,9 @@ fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
             province: row.try_get("province")?,
             country: row.try_get("country")?,
             language: row.try_get("language")?,
+            phone_country_code: row.try_get("phone_country_code")?,
+            phone_number: row.try_get("phone_number")?,
+            extra: row.try_get("extra")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -722,6 +991,11 @@ fn session_from_row(row: &AnyRow) -> Result<Session, StoreError> {
         })
     };
     get(row).map_err(store_error)
+}
+
+/// A row that does not decode is a broken schema, not an outage.
+fn into_sqlx(err: StoreError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(err))
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {

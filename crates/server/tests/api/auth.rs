@@ -43,14 +43,82 @@ async fn a_second_login_finds_the_same_user() {
 }
 
 #[tokio::test]
-async fn login_with_a_used_code_is_rejected() {
+async fn a_code_retried_within_its_five_minutes_is_exchanged_with_wechat_once() {
+    let app = spawn_app().await;
+    let code = app.code("dave").await;
+    let first: serde_json::Value = app
+        .post("/v1/auth/login", json!({ "code": code }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // The response was lost; the client sends the same code again.
+    let retry = app.post("/v1/auth/login", json!({ "code": code })).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    let retry: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(retry["user"]["id"], first["user"]["id"]);
+    assert_eq!(
+        (first["is_new_user"].clone(), retry["is_new_user"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_ne!(retry["access_token"], first["access_token"]);
+    assert_eq!(app.sim_stats().await["by_path"]["/sns/jscode2session"], 1);
+
+    // Five concurrent requests with one code: one exchange, one identity.
+    let code = app.code("dave").await;
+    let requests = (0..5).map(|_| {
+        let http = app.http.clone();
+        let url = app.url("/v1/auth/login");
+        let code = code.clone();
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .json(&json!({ "code": code }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<serde_json::Value>().await.unwrap()
+        })
+    });
+    for request in requests {
+        assert_eq!(request.await.unwrap()["user"]["id"], first["user"]["id"]);
+    }
+    assert_eq!(app.sim_stats().await["by_path"]["/sns/jscode2session"], 2);
+}
+
+#[tokio::test]
+async fn a_code_already_used_elsewhere_is_rejected() {
+    let app = spawn_app().await;
+    let code = app.code("dave").await;
+    // Another backend exchanged it directly with WeChat.
+    let direct = app
+        .http
+        .get(format!(
+            "{}/sns/jscode2session?appid={}&secret={}&js_code={code}&grant_type=authorization_code",
+            app.sim.url,
+            app.app_id,
+            wechat_sim::DEMO_APP_SECRET
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(direct.text().await.unwrap().contains("openid"));
+    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "code_used").await;
+    assert_eq!(body["error"]["wechat_errcode"], 40163);
+}
+
+#[tokio::test]
+async fn a_retry_after_five_minutes_is_an_expired_code() {
     let app = spawn_app().await;
     let code = app.code("dave").await;
     let ok = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_eq!(ok.status(), StatusCode::OK);
-    let again = app.post("/v1/auth/login", json!({ "code": code })).await;
-    let body = assert_error(again, StatusCode::BAD_REQUEST, "code_used").await;
-    assert_eq!(body["error"]["wechat_errcode"], 40163);
+    app.clock.advance(301);
+    app.sim("/sim/time", json!({ "advance_secs": 301 })).await;
+    let late = app.post("/v1/auth/login", json!({ "code": code })).await;
+    assert_error(late, StatusCode::BAD_REQUEST, "invalid_code").await;
 }
 
 #[tokio::test]

@@ -105,6 +105,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     backend.apply(&mut config);
+    config.storage.media_dir = backend.dir().join("media");
     config.wechat.api_base = sim.url.parse().unwrap();
     config.wechat.timeout = Duration::from_secs(2);
     config.security.data_key = Some(SecretString::from(TEST_DATA_KEY));
@@ -156,6 +157,43 @@ async fn start(
 }
 
 impl TestApp {
+    /// Another instance on the same storage, simulator and clock (a second server process
+    /// would behave the same; this one shares nothing in memory with the first).
+    pub async fn sibling(&self) -> TestApp {
+        start(
+            self.config.clone(),
+            self.sim.clone(),
+            self.backend.clone(),
+            self.clock.clone(),
+            self.app_id.clone(),
+        )
+        .await
+    }
+
+    /// Logs `user` in through `app_id`.
+    pub async fn login_in(&self, app_id: &str, user: &str) -> Value {
+        let code = self.code_in(app_id, user).await;
+        let response = self
+            .post("/v1/auth/login", json!({ "code": code, "app_id": app_id }))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "login of {user} in {app_id}"
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn patch_authed(&self, path: &str, token: &str, body: Value) -> Response {
+        self.http
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Stops this instance and starts a new one on the same database, simulator and clock.
     pub async fn restart(mut self) -> TestApp {
         self.stop_now().await;

@@ -11,4 +11,6 @@ mod helpers;
 mod auth;
 mod errors;
 mod me;
+mod people;
+mod profile;
 mod sessions;

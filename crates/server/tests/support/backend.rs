@@ -141,6 +141,23 @@ impl TestBackend {
         sqlx::AnyPool::connect(&self.database_url).await.unwrap()
     }
 
+    /// A scratch directory that lives as long as the backend (uploads, files).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The merge records: (merged_id, survivor_id).
+    pub async fn merges(&self) -> Vec<(String, String)> {
+        let pool = self.pool().await;
+        sqlx::query("SELECT merged_id, survivor_id FROM user_merges")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.try_get(0).unwrap(), row.try_get(1).unwrap()))
+            .collect()
+    }
+
     /// Rows in a table.
     pub async fn count(&self, table: &str) -> i64 {
         let pool = self.pool().await;

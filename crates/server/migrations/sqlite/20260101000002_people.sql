@@ -1,0 +1,27 @@
+-- Phone numbers, app-specific profile fields, merges of persons, the shared WeChat access
+-- token cache and the login-code cache.
+ALTER TABLE users ADD COLUMN phone_country_code TEXT;
+ALTER TABLE users ADD COLUMN phone_number TEXT;
+ALTER TABLE users ADD COLUMN extra TEXT;
+
+CREATE TABLE user_merges (
+    merged_id    TEXT PRIMARY KEY NOT NULL,
+    survivor_id  TEXT NOT NULL,
+    unionid      TEXT NOT NULL,
+    merged_at    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX user_merges_survivor ON user_merges (survivor_id);
+
+CREATE TABLE wechat_tokens (
+    app_id      TEXT PRIMARY KEY NOT NULL,
+    token       TEXT,
+    expires_at  INTEGER NOT NULL DEFAULT 0,
+    lock_until  INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE login_codes (
+    hash        TEXT PRIMARY KEY NOT NULL,
+    result      TEXT,
+    expires_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX login_codes_expires_at ON login_codes (expires_at);
