@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::clock::{Clock as _, SystemClock};
 use crate::config::Config;
 use crate::seal::DataKey;
 use crate::startup::Application;
-use crate::{demo, store, telemetry};
+use crate::{admin, demo, store, telemetry};
 
 /// Login and identity service for WeChat Mini Programs.
 #[derive(Debug, Parser)]
@@ -47,6 +48,12 @@ pub enum Command {
     Sim(wechat_sim::Args),
     /// Print a new random data key (base64 of 32 bytes) for security.data_key.
     GenKey,
+    /// Revoke every session of a user (in every mini program) at once.
+    RevokeSessions {
+        /// The user's id (as `GET /v1/me` shows it).
+        #[arg(long)]
+        user: String,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -99,6 +106,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wechat_sim::run(args).await?;
         }
         Command::GenKey => println!("{}", DataKey::generate_encoded()),
+        Command::RevokeSessions { user } => {
+            let config = load(cli.config)?;
+            telemetry::init(&config.log);
+            let resolved = config.resolve().map_err(|problems| {
+                anyhow::anyhow!(
+                    "the configuration has problems:\n- {}",
+                    problems.join("\n- ")
+                )
+            })?;
+            let stores =
+                store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
+            match admin::revoke_user_sessions(&stores, &user, SystemClock.now()).await? {
+                Some(n) => println!("revoked {n} session(s) of user {user}"),
+                None => {
+                    eprintln!("no user with id {user}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

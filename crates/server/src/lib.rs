@@ -1,7 +1,7 @@
 //! wxauth: login and identity for WeChat Mini Programs.
 //!
 //! # Layout
-//! - [`cli`]: the `wxauth` commands; [`demo`]: the all-in-one demo.
+//! - [`cli`]: the `wxauth` commands; [`demo`]: the all-in-one demo; [`admin`]: operator verbs.
 //! - [`config`]: defaults → TOML → `WXAUTH_*` environment, secrets resolved and checked.
 //! - [`startup`]: `Application::build(config)` binds, `run_until_stopped()` serves.
 //! - [`state`]: the shared [`state::AppState`]; [`clock`]: time as a parameter.
@@ -10,6 +10,7 @@
 //! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod clock;

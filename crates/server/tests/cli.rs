@@ -141,3 +141,22 @@ fn migrate_creates_the_database() {
     assert!(output.status.success(), "{}", text(&output));
     assert!(dir.path().join("fresh.db").exists());
 }
+
+#[test]
+fn revoke_sessions_reports_an_unknown_user() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wxauth.toml"), GOOD_CONFIG).unwrap();
+    let key = String::from_utf8(wxauth(dir.path(), &["gen-key"], &[]).stdout).unwrap();
+    std::fs::write(dir.path().join("data.key"), key).unwrap();
+    let output = wxauth(
+        dir.path(),
+        &["revoke-sessions", "--user", "nobody"],
+        &[("MY_APP_SECRET", "s")],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no user with id nobody"),
+        "{}",
+        text(&output)
+    );
+}

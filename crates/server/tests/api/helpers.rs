@@ -79,6 +79,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub app_id: String,
     pub backend: Arc<TestBackend>,
+    /// The running service's state (for operator actions).
+    pub state: wxauth::state::AppState,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -135,6 +137,7 @@ async fn start(
         .await
         .expect("the test service builds");
     let addr = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until(async {
@@ -150,6 +153,7 @@ async fn start(
         http: reqwest::Client::new(),
         app_id,
         backend,
+        state,
         config,
         stop: Some(stop),
         task: Some(task),
@@ -214,6 +218,12 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+
+    /// Now, by the service's clock.
+    pub fn clock_now(&self) -> i64 {
+        use wxauth::clock::Clock as _;
+        self.clock.now()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -225,3 +225,41 @@ async fn only_token_hashes_and_sealed_session_keys_are_stored() {
     assert!(!text.contains(&token(&login, "refresh_token")[4..]));
     assert!(!text.contains(SAMPLE_SESSION_KEY));
 }
+
+#[tokio::test]
+async fn an_operator_can_revoke_every_session_of_a_user_at_once() {
+    let app = spawn_app().await;
+    let first = app.login("ivy").await;
+    let second = app.login("ivy").await;
+    let other = app.login("jay").await;
+    let user_id = first["user"]["id"].as_str().unwrap();
+    let revoked = wxauth::admin::revoke_user_sessions(&app.state.stores, user_id, app.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(revoked, Some(2));
+    for login in [&first, &second] {
+        assert_error(
+            app.me(&token(login, "access_token")).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
+        let response = refresh(&app, &token(login, "refresh_token")).await;
+        assert_error(response, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    }
+    assert_eq!(
+        app.me(&token(&other, "access_token")).await.status(),
+        StatusCode::OK
+    );
+    // A new login works, and an unknown user is reported as such.
+    let again = app.login("ivy").await;
+    assert_eq!(
+        app.me(&token(&again, "access_token")).await.status(),
+        StatusCode::OK
+    );
+    let none =
+        wxauth::admin::revoke_user_sessions(&app.state.stores, "no-such-user", app.clock_now())
+            .await
+            .unwrap();
+    assert_eq!(none, None);
+}
