@@ -204,6 +204,20 @@ pub enum AccessCheck {
     Unknown,
 }
 
+impl AccessCheck {
+    /// Judges a found token: revoked beats expired; the token and its session must both be
+    /// live.
+    pub fn judge(session: Session, token_expires_at: i64, now: i64) -> Self {
+        if session.revoked_at.is_some() {
+            Self::Revoked
+        } else if token_expires_at <= now || session.expires_at <= now {
+            Self::Expired
+        } else {
+            Self::Valid(session)
+        }
+    }
+}
+
 /// What presenting a refresh token did.
 #[derive(Debug, Clone)]
 pub enum RefreshOutcome {

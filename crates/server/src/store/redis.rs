@@ -322,13 +322,7 @@ impl SessionStore for RedisSessionStore {
         };
         let session = session_from_fields(sid.as_deref(), rest)?;
         let token_exp = parse_i64(token_exp.as_deref())?;
-        Ok(if session.revoked_at.is_some() {
-            AccessCheck::Revoked
-        } else if token_exp <= now || session.expires_at <= now {
-            AccessCheck::Expired
-        } else {
-            AccessCheck::Valid(session)
-        })
+        Ok(AccessCheck::judge(session, token_exp, now))
     }
 
     async fn rotate(

@@ -717,13 +717,7 @@ impl SessionStore for SqlStore {
         };
         let token_expires_at: i64 = row.try_get("token_expires_at").map_err(store_error)?;
         let session = session_from_row(&row)?;
-        Ok(if session.revoked_at.is_some() {
-            AccessCheck::Revoked
-        } else if token_expires_at <= now || session.expires_at <= now {
-            AccessCheck::Expired
-        } else {
-            AccessCheck::Valid(session)
-        })
+        Ok(AccessCheck::judge(session, token_expires_at, now))
     }
 
     async fn rotate(
