@@ -37,6 +37,9 @@ pub enum Command {
         /// Where the demo keeps its data.
         #[arg(long, default_value = demo::DEMO_DATABASE_URL)]
         database: String,
+        /// Address for the built-in WeChat simulator (another free port is used if taken).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        sim_listen: SocketAddr,
     },
     /// Run the service.
     Serve,
@@ -84,8 +87,12 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Demo { listen, database } => {
-            demo::run(listen, database).await?;
+        Command::Demo {
+            listen,
+            database,
+            sim_listen,
+        } => {
+            demo::run(listen, database, sim_listen).await?;
         }
         Command::Serve => {
             let config = load(cli.config)?;

@@ -24,13 +24,22 @@ const DEMO_DATA_KEY: &str = "ZGVtby1vbmx5LWRhdGEta2V5LW5vdC1mb3ItcHJvZCE=";
 pub const WALKTHROUGH_END: &str = "# End of walkthrough. Press Ctrl-C to stop the demo.";
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(listen: SocketAddr, database: String) -> anyhow::Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    database: String,
+    sim_listen: SocketAddr,
+) -> anyhow::Result<()> {
     let mut config = Config::default();
     telemetry::init(&config.log);
 
-    let sim_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("Failed to bind the simulator")?;
+    // A fixed simulator port keeps the example mini program's config valid across restarts;
+    // when it is taken, any free port will do (the walkthrough prints the real one).
+    let sim_listener = match TcpListener::bind(sim_listen).await {
+        Ok(listener) => listener,
+        Err(_) => TcpListener::bind((sim_listen.ip(), 0))
+            .await
+            .context("Failed to bind the simulator")?,
+    };
     let sim = wechat_sim::spawn(SimConfig::default(), sim_listener)
         .await
         .context("Failed to start the simulator")?;
