@@ -158,7 +158,7 @@ impl fmt::Debug for DatabaseUrl {
 pub struct SessionsConfig {
     /// "sql" (the database, the default) or "redis".
     pub store: SessionStoreKind,
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, when `store = "redis"`.
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, when `store = "redis"`.
     pub redis_url: Option<DatabaseUrl>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
@@ -389,12 +389,10 @@ impl Config {
                 None => problems.push(
                     "sessions.store is \"redis\" but sessions.redis_url is not set".to_owned(),
                 ),
-                Some(url)
-                    if !url.expose().starts_with("redis://")
-                        && !url.expose().starts_with("rediss://") =>
-                {
+                Some(url) if !url.expose().starts_with("redis://") => {
                     problems.push(format!(
-                        "sessions.redis_url must start with redis:// or rediss:// (got {})",
+                        "sessions.redis_url must start with redis:// (got {}; TLS to Redis \
+                         is not supported: use a local TLS tunnel)",
                         url.masked()
                     ));
                 }

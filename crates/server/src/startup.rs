@@ -41,6 +41,12 @@ impl Application {
                 problems.join("\n- ")
             )
         })?;
+        if config.database.url == crate::config::DatabaseConfig::default().url {
+            tracing::warn!(
+                "database.url is not set: using {} in the working directory",
+                config.database.url.masked()
+            );
+        }
         let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
         let wechat_config = ClientConfig {
             api_base: config.wechat.api_base.clone(),
@@ -69,8 +75,17 @@ impl Application {
             .context("Failed to read the bound address")?;
         let public_url = match &config.server.public_url {
             Some(url) => url.clone(),
-            None => url::Url::parse(&format!("http://{addr}"))
-                .context("Failed to derive server.public_url")?,
+            None => {
+                if addr.ip().is_unspecified() {
+                    tracing::warn!(
+                        %addr,
+                        "server.public_url is not set and the listener has no single address: \
+                         avatar links will not work; set server.public_url"
+                    );
+                }
+                url::Url::parse(&format!("http://{addr}"))
+                    .context("Failed to derive server.public_url")?
+            }
         };
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let state = AppState::new(Inner {

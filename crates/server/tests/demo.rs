@@ -14,7 +14,13 @@ use tokio::process::Command;
 async fn the_demo_walkthrough_works_exactly_as_printed() {
     let dir = tempfile::tempdir().unwrap();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_wxauth"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

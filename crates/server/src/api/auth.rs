@@ -13,7 +13,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use wxauth_wechat::{
     AppCredentials, AppId, Code2Session, JsCode, OpenId, SessionKey, UnionId, WechatError,
 };
@@ -190,12 +189,18 @@ pub async fn exchange_code(
                 return Ok(wx);
             }
             CodeClaim::Done(sealed) => {
-                let remembered = state
+                let Some(remembered) = state
                     .data_key
                     .open_bytes(&sealed, &context)
                     .ok()
                     .and_then(|json| serde_json::from_slice::<Remembered>(&json).ok())
-                    .context("a remembered login code could not be read")?;
+                else {
+                    // Sealed under another data key: forget it and ask WeChat, which will
+                    // say whether the code is still good.
+                    tracing::warn!("a remembered login code could not be opened");
+                    state.stores.codes.release(&hash).await?;
+                    continue;
+                };
                 return Ok(Code2Session {
                     openid: OpenId::parse(remembered.openid).map_err(anyhow::Error::from)?,
                     unionid: remembered

@@ -441,16 +441,24 @@ async fn avatar(
     let name = format!("{}.{extension}", random_id());
     let dir = state.media.dir.join("avatars");
     store_file(&dir, &name, &bytes).await?;
-    let url = state
-        .media
-        .public_url
-        .join(&format!("media/avatars/{name}"))
-        .map_err(anyhow::Error::from)?;
+    let url = media_url(&state.media.public_url, &name)?;
     let update = ProfileUpdate {
         avatar_url: Some(url.to_string()),
         ..ProfileUpdate::default()
     };
     apply(&state, &session, &update, None, &query).await
+}
+
+/// The public link of an avatar, under the service's public URL (whatever path it has).
+fn media_url(public_url: &url::Url, name: &str) -> Result<url::Url, ApiError> {
+    let mut base = public_url.clone();
+    if !base.path().ends_with('/') {
+        // Without the slash, joining would replace the last segment of the path.
+        base.set_path(&format!("{}/", base.path()));
+    }
+    Ok(base
+        .join(&format!("media/avatars/{name}"))
+        .map_err(anyhow::Error::from)?)
 }
 
 /// The bytes of the form field `file`, as `wx.uploadFile` sends it.
@@ -493,4 +501,27 @@ async fn store_file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<(
         .await
         .with_context(|| format!("Failed to store the avatar in {}", dir.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::media_url;
+
+    #[test]
+    fn avatar_links_keep_the_public_urls_path() {
+        let at = |base: &str| {
+            media_url(&url::Url::parse(base).unwrap(), "a.png")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(at("https://x.cn"), "https://x.cn/media/avatars/a.png");
+        assert_eq!(
+            at("https://x.cn/auth"),
+            "https://x.cn/auth/media/avatars/a.png"
+        );
+        assert_eq!(
+            at("https://x.cn/auth/"),
+            "https://x.cn/auth/media/avatars/a.png"
+        );
+    }
 }

@@ -500,6 +500,8 @@ pub(crate) fn redis_error(err: redis::RedisError) -> StoreError {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_unrecoverable_error()
+        // Out of memory under `noeviction`, or busy with a script: Redis cannot serve now.
+        || matches!(err.code(), Some("OOM" | "BUSY" | "LOADING" | "MASTERDOWN"))
     {
         StoreError::Unavailable {
             store: "redis",
