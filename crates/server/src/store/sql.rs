@@ -1010,13 +1010,25 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(_) => true,
-        // SQLite: database locked or busy after busy_timeout. MySQL: server gone away or lost
-        // connection. PostgreSQL: admin shutdown, cannot connect now.
+        // Transient: SQLite locked or busy after busy_timeout; lost or refused connections
+        // (SQLSTATE class 08, MySQL 08S01 and "too many connections" 08004); PostgreSQL admin
+        // shutdown, cannot connect now, too many connections, query cancelled; a deadlock or
+        // serialization failure outside the places that retry it.
         sqlx::Error::Database(db) => {
-            matches!(
-                db.code().as_deref(),
-                Some("5" | "6" | "517" | "08S01" | "57P01" | "57P03" | "08006")
-            ) && !db.is_unique_violation()
+            !db.is_unique_violation()
+                && db.code().is_some_and(|code| {
+                    matches!(
+                        code.as_ref(),
+                        "5" | "6"
+                            | "517"
+                            | "53300"
+                            | "57P01"
+                            | "57P03"
+                            | "57014"
+                            | "40001"
+                            | "40P01"
+                    ) || code.starts_with("08")
+                })
         }
         _ => false,
     };

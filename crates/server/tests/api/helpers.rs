@@ -91,6 +91,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
+    // Server-side warnings and errors show in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("wxauth=warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let sim_apps = options.sim_apps.unwrap_or_else(|| {
         options
             .apps
