@@ -157,7 +157,10 @@ async fn purge_loop(state: AppState) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     loop {
         interval.tick().await;
-        match state.stores.sessions.purge_expired(state.now()).await {
+        let now = state.now();
+        // A session's refresh tokens all end within refresh_ttl of its last rotation.
+        let idle_before = now - state.lifetimes.refresh;
+        match state.stores.sessions.purge_expired(now, idle_before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
             Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),

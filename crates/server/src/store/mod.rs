@@ -278,8 +278,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Records that the session was used.
     async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError>;
 
-    /// Deletes expired tokens and sessions left without tokens; returns how many rows went.
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+    /// Deletes expired tokens, expired sessions, and sessions idle since `idle_before` that
+    /// have no token left; returns how many rows went.
+    async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError>;
 }
 
 /// What claiming a login code found.

@@ -391,7 +391,7 @@ impl SessionStore for RedisSessionStore {
         Ok(())
     }
 
-    async fn purge_expired(&self, _now: i64) -> Result<u64, StoreError> {
+    async fn purge_expired(&self, _now: i64, _idle_before: i64) -> Result<u64, StoreError> {
         // Every key carries a TTL: Redis deletes them itself.
         Ok(0)
     }

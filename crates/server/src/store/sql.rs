@@ -212,8 +212,10 @@ impl Queries {
             touch: p("UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"),
             touch_on_refresh: p("UPDATE sessions SET last_seen_at = ? WHERE id = ?"),
             purge_tokens: p("DELETE FROM tokens WHERE expires_at <= ?"),
-            purge_sessions: p("DELETE FROM sessions WHERE expires_at <= ? OR NOT EXISTS \
-                 (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id)"),
+            purge_sessions: p(
+                "DELETE FROM sessions WHERE expires_at <= ? OR (last_seen_at <= ? AND \
+                 NOT EXISTS (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id))",
+            ),
         }
     }
 }
@@ -847,7 +849,7 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+    async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let tokens = sqlx::query(&self.q.purge_tokens)
             .bind(now)
@@ -857,6 +859,7 @@ impl SessionStore for SqlStore {
             .rows_affected();
         let sessions = sqlx::query(&self.q.purge_sessions)
             .bind(now)
+            .bind(idle_before)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?

@@ -263,3 +263,39 @@ async fn an_operator_can_revoke_every_session_of_a_user_at_once() {
             .unwrap();
     assert_eq!(none, None);
 }
+
+#[tokio::test]
+async fn nothing_accumulates_after_sessions_expire() {
+    let app = spawn_app().await;
+    let kept = app.login("kay").await;
+    let idle = app.login("lou").await;
+    let _ = refresh(&app, &token(&idle, "refresh_token")).await;
+    // `kept` is refreshed again after 8 days; `idle` is never used again.
+    app.clock.advance(8 * 86400);
+    let pair: Value = refresh(&app, &token(&kept, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(pair["refresh_token"].is_string(), "{pair}");
+    app.clock.advance(23 * 86400);
+    let now = app.clock_now();
+    let purged = app
+        .state
+        .stores
+        .sessions
+        .purge_expired(now, now - 30 * 86400)
+        .await
+        .unwrap();
+    if app.backend.redis_url.is_some() {
+        // Redis deletes by itself: every key it holds for us must carry a TTL.
+        assert_eq!(purged, 0);
+        assert!(app.backend.keys_without_ttl().await.is_empty());
+    } else {
+        assert!(purged > 0);
+        // Only the session still in use is left.
+        assert_eq!(app.backend.count_sessions().await, 1);
+        // Its live refresh token; the used one and every access token have expired.
+        assert_eq!(app.backend.count("tokens").await, 1);
+    }
+}

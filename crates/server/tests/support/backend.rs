@@ -176,6 +176,28 @@ impl TestBackend {
         }
     }
 
+    /// Redis keys of this test that would never expire.
+    pub async fn keys_without_ttl(&self) -> Vec<String> {
+        let url = self.redis_url.as_deref().unwrap();
+        let mut conn = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut forever = Vec::new();
+        for key in self.redis_keys("").await {
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if ttl < 0 {
+                forever.push(key);
+            }
+        }
+        forever
+    }
+
     async fn redis_keys(&self, kind: &str) -> Vec<String> {
         let url = self.redis_url.as_deref().unwrap();
         let mut conn = redis::Client::open(url)
