@@ -33,8 +33,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/check", post(check))
 }
 
-/// `POST /v1/auth/login` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/auth/login` body. No `Debug`: the code is a credential for five minutes.
+#[derive(Deserialize)]
 pub struct LoginRequest {
     /// The code from `wx.login`.
     pub code: String,
@@ -283,8 +283,8 @@ fn mint_pair(state: &AppState, now: i64, session_end: i64) -> (TokenPair, TokenE
     )
 }
 
-/// `POST /v1/auth/refresh` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/auth/refresh` body. No `Debug`: it holds a token.
+#[derive(Deserialize)]
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
     pub refresh_token: String,

@@ -198,8 +198,8 @@ async fn update(
 }
 
 /// `POST /v1/me/userinfo` body: what `wx.getUserInfo` gives, in snake_case or as WeChat names
-/// it, plus an optional fresh `wx.login` code.
-#[derive(Debug, Deserialize)]
+/// it, plus an optional fresh `wx.login` code. No `Debug`: the code is a credential.
+#[derive(Deserialize)]
 pub struct UserInfoRequest {
     /// encryptedData.
     #[serde(alias = "encryptedData")]
@@ -327,8 +327,8 @@ fn profile_update(info: UserInfo, current: &User) -> ProfileUpdate {
 }
 
 /// `POST /v1/me/phone` body: the getPhoneNumber button's `code` (current API), or its
-/// `encryptedData` and `iv` (legacy).
-#[derive(Debug, Deserialize)]
+/// `encryptedData` and `iv` (legacy). No `Debug`: the code is a credential.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneRequest {
     /// The button's code (5 minutes, single use).
