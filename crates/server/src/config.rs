@@ -20,6 +20,7 @@ use serde::Deserialize;
 use url::Url;
 use wxauth_wechat::{AppCredentials, AppId, AppSecret};
 
+use crate::client_ip::Cidr;
 use crate::seal::DataKey;
 use crate::store::sql::Dialect;
 
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     /// The URL clients reach this service at, for the links it hands out (avatars). Defaults
     /// to `http://` and the address listened on.
     pub public_url: Option<Url>,
+    /// Load balancers and proxies whose `X-Forwarded-For` / `X-Real-IP` give the client's
+    /// address (addresses or ranges like "10.0.0.0/8"). Empty: the peer address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -317,6 +322,8 @@ pub struct Resolved {
     pub apps: Vec<AppCredentials>,
     /// The key that seals session_keys at rest.
     pub data_key: DataKey,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Config {
@@ -427,8 +434,20 @@ impl Config {
             problems.push("tokens.session_max_age must be at least tokens.access_ttl".to_owned());
         }
 
+        let mut trusted_proxies = Vec::new();
+        for text in &self.server.trusted_proxies {
+            match Cidr::parse(text) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(problem) => problems.push(format!("server.trusted_proxies: {problem}")),
+            }
+        }
+
         match data_key {
-            Some(data_key) if problems.is_empty() => Ok(Resolved { apps, data_key }),
+            Some(data_key) if problems.is_empty() => Ok(Resolved {
+                apps,
+                data_key,
+                trusted_proxies,
+            }),
             _ => Err(problems),
         }
     }

@@ -9,10 +9,12 @@
 //!   [`error`]: the one API error type and its JSON shape.
 //! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
+//! - [`client_ip`]: the client's address behind trusted proxies.
 
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -102,6 +102,7 @@ impl Application {
             },
             watermark_max_age: Some(config.security.watermark_max_age).filter(|d| !d.is_zero()),
             wechat_timeout: config.wechat.timeout,
+            client_ip: crate::client_ip::ClientIp::new(resolved.trusted_proxies),
             media: Media {
                 dir: config.storage.media_dir.clone(),
                 max_bytes: config.storage.avatar_max_bytes,

@@ -36,6 +36,8 @@ pub struct Inner {
     pub watermark_max_age: Option<Duration>,
     /// Uploaded avatars.
     pub media: Media,
+    /// Finds the client's address behind trusted proxies.
+    pub client_ip: crate::client_ip::ClientIp,
     /// The WeChat call timeout (how long to wait for a concurrent exchange of one code).
     pub wechat_timeout: Duration,
 }

@@ -28,6 +28,7 @@ fn text(output: &Output) -> String {
 const GOOD_CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:0"
+trusted_proxies = ["10.0.0.0/8", "127.0.0.1"]
 [database]
 url = "sqlite://data.db"
 [tokens]
@@ -156,6 +157,23 @@ fn revoke_sessions_reports_an_unknown_user() {
     assert!(!output.status.success());
     assert!(
         text(&output).contains("no user with id nobody"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_bad_trusted_proxy_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wxauth.toml"),
+        "[server]\ntrusted_proxies = [\"10.0.0.0/99\"]\n",
+    )
+    .unwrap();
+    let output = wxauth(dir.path(), &["check-config"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("server.trusted_proxies"),
         "{}",
         text(&output)
     );

@@ -72,23 +72,31 @@ pub struct LoginResponse {
     pub is_new_identity: bool,
 }
 
-/// The client's address and agent, kept on the session for the admin view.
+/// The client's address and agent, kept on the session (where it was used from).
 #[derive(Debug, Clone, Default)]
 pub struct ClientMeta {
-    /// The peer address.
+    /// The client's address (the peer, or what a trusted proxy forwarded).
     pub ip: Option<String>,
     /// The User-Agent header (capped).
     pub user_agent: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip().to_string());
+            .map(|info| {
+                state
+                    .client_ip
+                    .resolve(info.0.ip(), &parts.headers)
+                    .to_string()
+            });
         let user_agent = parts
             .headers
             .get(USER_AGENT)

@@ -299,3 +299,37 @@ async fn nothing_accumulates_after_sessions_expire() {
         assert_eq!(app.backend.count("tokens").await, 1);
     }
 }
+
+async fn login_from(app: &TestApp, forwarded: &str) {
+    let code = app.code("max").await;
+    let response = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", forwarded)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_client_ip_comes_from_forwarding_headers_only_behind_a_trusted_proxy() {
+    let direct = spawn_app().await;
+    login_from(&direct, "203.0.113.7").await;
+    assert_eq!(
+        direct.backend.session_ips().await,
+        vec![Some("127.0.0.1".to_owned())]
+    );
+
+    let behind_lb = spawn_app_with(Options {
+        tweak: Box::new(|config| config.server.trusted_proxies = vec!["127.0.0.0/8".into()]),
+        ..Options::default()
+    })
+    .await;
+    login_from(&behind_lb, "203.0.113.7, 127.0.0.1").await;
+    assert_eq!(
+        behind_lb.backend.session_ips().await,
+        vec![Some("203.0.113.7".to_owned())]
+    );
+}

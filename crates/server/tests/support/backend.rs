@@ -176,6 +176,36 @@ impl TestBackend {
         }
     }
 
+    /// The client addresses recorded on the sessions.
+    pub async fn session_ips(&self) -> Vec<Option<String>> {
+        if let Some(url) = &self.redis_url {
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let mut ips = Vec::new();
+            for key in self.redis_keys("s:").await {
+                let ip: Option<String> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("ip")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                ips.push(ip);
+            }
+            return ips;
+        }
+        let pool = self.pool().await;
+        sqlx::query("SELECT ip FROM sessions")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get(0).unwrap())
+            .collect()
+    }
+
     /// Redis keys of this test that would never expire.
     pub async fn keys_without_ttl(&self) -> Vec<String> {
         let url = self.redis_url.as_deref().unwrap();
