@@ -81,12 +81,20 @@ local f = redis.call('HMGET', skey, 'app_id', 'openid', 'sk', 'created_at', 'las
 return {'rotated', t[1], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
 ";
 
-/// KEYS[1] = session key; ARGV = field, value[, only_if_absent]. Sets a field of an existing
-/// session only: never recreates an expired one without a TTL.
+/// KEYS[1] = session key; ARGV = field, value. Sets a field of an existing session only:
+/// never recreates an expired one without a TTL.
 const SET_IF_EXISTS: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[3] == '1' then return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// KEYS[1] = session key; ARGV = now, reason. Revokes a live session (once: the first
+/// revocation's time and reason stay).
+const REVOKE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'revoke_reason', ARGV[2])
 return 1
 ";
 
@@ -116,6 +124,7 @@ pub struct RedisSessionStore {
     authenticate: Script,
     rotate: Script,
     set_if_exists: Script,
+    revoke: Script,
     revoke_identity: Script,
 }
 
@@ -155,6 +164,7 @@ impl RedisSessionStore {
             authenticate: Script::new(AUTHENTICATE),
             rotate: Script::new(ROTATE),
             set_if_exists: Script::new(SET_IF_EXISTS),
+            revoke: Script::new(REVOKE),
             revoke_identity: Script::new(REVOKE_IDENTITY),
         }
     }
@@ -190,40 +200,17 @@ impl RedisSessionStore {
         session_id: &str,
         field: &str,
         value: &str,
-        only_if_absent: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let changed: i64 = self
+        let _: i64 = self
             .set_if_exists
             .key(self.session_key(session_id))
             .arg(field)
             .arg(value)
-            .arg(if only_if_absent { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
-        Ok(changed == 1)
-    }
-
-    /// Revokes every session of one identity; returns how many were live.
-    pub async fn revoke_identity(
-        &self,
-        app_id: &str,
-        openid: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        let n: i64 = self
-            .revoke_identity
-            .key(self.identity_key(app_id, openid))
-            .arg(format!("{}s:", self.prefix))
-            .arg(now)
-            .arg(reason)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(())
     }
 }
 
@@ -360,13 +347,15 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
-        if self
-            .set_field(session_id, "revoked_at", &now.to_string(), true)
-            .await?
-        {
-            self.set_field(session_id, "revoke_reason", reason, false)
-                .await?;
-        }
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .revoke
+            .key(self.session_key(session_id))
+            .arg(now)
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
         Ok(())
     }
 
@@ -377,18 +366,26 @@ impl SessionStore for RedisSessionStore {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        RedisSessionStore::revoke_identity(self, app_id, openid, reason, now).await
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .revoke_identity
+            .key(self.identity_key(app_id, openid))
+            .arg(format!("{}s:", self.prefix))
+            .arg(now)
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
-        self.set_field(session_id, "sk", sealed, false).await?;
-        Ok(())
+        self.set_field(session_id, "sk", sealed).await
     }
 
     async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
-        self.set_field(session_id, "last_seen_at", &now.to_string(), false)
-            .await?;
-        Ok(())
+        self.set_field(session_id, "last_seen_at", &now.to_string())
+            .await
     }
 
     async fn purge_expired(&self, _now: i64, _idle_before: i64) -> Result<u64, StoreError> {

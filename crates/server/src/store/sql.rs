@@ -359,14 +359,8 @@ impl SqlStore {
                 Ok(true)
             }
             Err(err) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::debug!(error = %rollback, "rollback after a failed link");
-                }
-                if is_unique_violation(&err) || is_deadlock(&err) {
-                    Ok(false)
-                } else {
-                    Err(store_error(err))
-                }
+                abandon(tx, err).await?;
+                Ok(false)
             }
         }
     }
@@ -518,7 +512,8 @@ impl SqlStore {
                     .execute(&mut *tx)
                     .await;
                 if let Err(err) = inserted {
-                    return lost_race(tx, err).await;
+                    abandon(tx, err).await?;
+                    return Ok(None);
                 }
                 id
             }
@@ -531,7 +526,8 @@ impl SqlStore {
             .execute(&mut *tx)
             .await;
         if let Err(err) = inserted {
-            return lost_race(tx, err).await;
+            abandon(tx, err).await?;
+            return Ok(None);
         }
         tx.commit().await.map_err(store_error)?;
         let user = self
@@ -546,19 +542,15 @@ impl SqlStore {
     }
 }
 
-/// Rolls back after a failed insert: a lost race (unique key, deadlock) asks for another try,
-/// anything else is an error.
-async fn lost_race(
-    tx: Transaction<'static, Any>,
-    err: sqlx::Error,
-) -> Result<Option<LoginOutcome>, StoreError> {
-    let retry = is_unique_violation(&err) || is_deadlock(&err);
+/// Rolls back after a failed statement: `Ok(())` when it lost a race (unique key, deadlock)
+/// and is worth another try, the error otherwise.
+async fn abandon(tx: Transaction<'static, Any>, err: sqlx::Error) -> Result<(), StoreError> {
     // The transaction is void either way; a failed rollback is only worth a log line.
     if let Err(rollback) = tx.rollback().await {
-        tracing::debug!(error = %rollback, "rollback after a failed insert");
+        tracing::debug!(error = %rollback, "rollback after a failed statement");
     }
-    if retry {
-        Ok(None)
+    if is_unique_violation(&err) || is_deadlock(&err) {
+        Ok(())
     } else {
         Err(store_error(err))
     }
