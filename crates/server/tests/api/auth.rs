@@ -207,10 +207,9 @@ async fn the_app_id_may_be_given_when_only_one_app_is_configured() {
 #[tokio::test]
 async fn a_high_risk_user_is_refused() {
     let app = spawn_app().await;
-    let code = app.code("ivan").await;
-    app.fault("/sns/jscode2session", json!({ "errcode": 40226 }), 1)
+    let response = app
+        .login_through_fault("ivan", json!({ "errcode": 40226 }), 1)
         .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     let body = assert_error(response, StatusCode::FORBIDDEN, "risky_user").await;
     assert_eq!(body["error"]["wechat_errcode"], 40226);
 }
@@ -218,10 +217,9 @@ async fn a_high_risk_user_is_refused() {
 #[tokio::test]
 async fn wechats_rate_limit_becomes_429_with_retry_after() {
     let app = spawn_app().await;
-    let code = app.code("judy").await;
-    app.fault("/sns/jscode2session", json!({ "errcode": 45011 }), 1)
+    let response = app
+        .login_through_fault("judy", json!({ "errcode": 45011 }), 1)
         .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_eq!(response.headers()["retry-after"], "60");
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
@@ -230,26 +228,23 @@ async fn wechats_rate_limit_becomes_429_with_retry_after() {
 async fn a_busy_wechat_is_retried_and_then_reported() {
     let app = spawn_app().await;
     // Busy once: the retry succeeds.
-    let code = app.code("kate").await;
-    app.fault("/sns/jscode2session", json!({ "errcode": -1 }), 1)
+    let response = app
+        .login_through_fault("kate", json!({ "errcode": -1 }), 1)
         .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_eq!(response.status(), StatusCode::OK);
     // Busy on every try: 503.
-    let code = app.code("kate").await;
-    app.fault("/sns/jscode2session", json!({ "errcode": -1 }), 3)
+    let response = app
+        .login_through_fault("kate", json!({ "errcode": -1 }), 3)
         .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "wechat_busy").await;
 }
 
 #[tokio::test]
 async fn a_slow_wechat_times_out_with_504_and_the_code_is_not_resent() {
     let app = spawn_app().await;
-    let code = app.code("leo").await;
-    app.fault("/sns/jscode2session", json!({ "delay_ms": 2500 }), 1)
+    let response = app
+        .login_through_fault("leo", json!({ "delay_ms": 2500 }), 1)
         .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_error(response, StatusCode::GATEWAY_TIMEOUT, "wechat_timeout").await;
     let stats = app.sim_stats().await;
     assert_eq!(stats["by_path"]["/sns/jscode2session"], 1);
@@ -258,20 +253,14 @@ async fn a_slow_wechat_times_out_with_504_and_the_code_is_not_resent() {
 #[tokio::test]
 async fn a_broken_wechat_answer_is_a_502() {
     let app = spawn_app().await;
-    let code = app.code("mia").await;
-    app.fault("/sns/jscode2session", json!({ "http_status": 500 }), 1)
+    let response = app
+        .login_through_fault("mia", json!({ "http_status": 500 }), 1)
         .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
     assert_error(response, StatusCode::BAD_GATEWAY, "wechat_unavailable").await;
 
-    let code = app.code("mia").await;
-    app.fault(
-        "/sns/jscode2session",
-        json!({ "body": "<html>oops</html>" }),
-        1,
-    )
-    .await;
-    let response = app.post("/v1/auth/login", json!({ "code": code })).await;
+    let response = app
+        .login_through_fault("mia", json!({ "body": "<html>oops</html>" }), 1)
+        .await;
     assert_error(response, StatusCode::BAD_GATEWAY, "wechat_unavailable").await;
 }
 

@@ -275,6 +275,13 @@ impl TestApp {
         self.sim("/sim/faults", body).await;
     }
 
+    /// Logs `user` in while the next `times` code2Session calls fail as `fault` says.
+    pub async fn login_through_fault(&self, user: &str, fault: Value, times: u32) -> Response {
+        let code = self.code(user).await;
+        self.fault("/sns/jscode2session", fault, times).await;
+        self.post("/v1/auth/login", json!({ "code": code })).await
+    }
+
     /// What `wx.login` gives `user` in the default app.
     pub async fn code(&self, user: &str) -> String {
         self.code_in(&self.app_id.clone(), user).await
