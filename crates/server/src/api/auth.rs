@@ -177,24 +177,20 @@ pub async fn exchange_code(
             .await?
         {
             CodeClaim::Claimed => {
-                let result = state.wechat.code2session(app, code).await;
-                let Ok(wx) = result else {
-                    state.stores.codes.release(&hash).await?;
-                    return result.map_err(ApiError::from);
-                };
-                let remembered = Remembered {
-                    openid: wx.openid.to_string(),
-                    unionid: wx.unionid.as_ref().map(ToString::to_string),
-                    session_key: wx.session_key.expose_secret().to_owned(),
-                };
-                let json = serde_json::to_vec(&remembered).map_err(anyhow::Error::from)?;
-                let sealed = state.data_key.seal_bytes(&json, &context);
-                state
-                    .stores
-                    .codes
-                    .fulfil(&hash, &sealed, now + CODE_LIFETIME_SECS)
-                    .await?;
-                return Ok(wx);
+                // The exchange finishes in its own task even if this request is dropped: a
+                // claim left neither fulfilled nor released would make every retry of the
+                // code wait for an exchange that never ends.
+                let exchange = tokio::spawn(exchange_claimed(
+                    state.clone(),
+                    app.clone(),
+                    code.clone(),
+                    hash,
+                    context,
+                    now,
+                ));
+                return exchange
+                    .await
+                    .map_err(|err| anyhow::anyhow!("a code exchange did not finish: {err}"))?;
             }
             CodeClaim::Done(sealed) => {
                 let Some(remembered) = state
@@ -231,6 +227,35 @@ pub async fn exchange_code(
             }
         }
     }
+}
+
+/// Asks WeChat about a claimed code, then remembers the answer (or gives the claim up).
+async fn exchange_claimed(
+    state: AppState,
+    app: AppCredentials,
+    code: JsCode,
+    hash: String,
+    context: String,
+    now: i64,
+) -> Result<Code2Session, ApiError> {
+    let result = state.wechat.code2session(&app, &code).await;
+    let Ok(wx) = result else {
+        state.stores.codes.release(&hash).await?;
+        return result.map_err(ApiError::from);
+    };
+    let remembered = Remembered {
+        openid: wx.openid.to_string(),
+        unionid: wx.unionid.as_ref().map(ToString::to_string),
+        session_key: wx.session_key.expose_secret().to_owned(),
+    };
+    let json = serde_json::to_vec(&remembered).map_err(anyhow::Error::from)?;
+    let sealed = state.data_key.seal_bytes(&json, &context);
+    state
+        .stores
+        .codes
+        .fulfil(&hash, &sealed, now + CODE_LIFETIME_SECS)
+        .await?;
+    Ok(wx)
 }
 
 /// Stores a new session for the identity and mints its first token pair.

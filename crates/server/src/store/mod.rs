@@ -306,6 +306,9 @@ pub trait CodeCache: Send + Sync + 'static {
     async fn release(&self, hash: &str) -> Result<(), StoreError>;
 }
 
+/// How long readiness waits for the database to take a write.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The stores a running service uses.
 #[derive(Clone)]
 pub struct Stores {
@@ -326,7 +329,10 @@ pub struct Stores {
 impl Stores {
     /// Checks each store in use; names the ones that do not answer.
     pub async fn readiness(&self) -> Vec<(&'static str, Result<(), StoreError>)> {
-        let mut checks = vec![("database", UserStore::ping(self.sql.as_ref()).await)];
+        let mut checks = vec![(
+            "database",
+            self.sql.ready_for_writes(READINESS_TIMEOUT).await,
+        )];
         if let Some(redis) = &self.redis {
             checks.push(("redis", SessionStore::ping(redis.as_ref()).await));
         }

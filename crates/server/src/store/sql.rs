@@ -10,7 +10,9 @@
 //! cannot upgrade a read transaction to a write one while another connection writes, so
 //! taking the write lock up front makes writers queue (busy_timeout) instead of failing.
 
+use std::future::Future;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -93,6 +95,7 @@ const SESSION_COLUMNS: &str = "s.id, s.app_id, s.openid, s.session_key, s.create
 #[derive(Debug)]
 struct Queries {
     ping: String,
+    write_probe: String,
     user_by_identity: String,
     user_id_by_unionid: String,
     user_by_unionid_locked: String,
@@ -162,6 +165,8 @@ impl Queries {
             release_code: p("DELETE FROM login_codes WHERE hash = ?"),
             purge_codes: p("DELETE FROM login_codes WHERE expires_at <= ?"),
             ping: p("SELECT 1"),
+            // Writes nothing, but only where writes are allowed (not on a read-only replica).
+            write_probe: p("UPDATE login_codes SET expires_at = expires_at WHERE hash = ''"),
             user_by_identity: p(&format!(
                 "SELECT {USER_COLUMNS} FROM identities i JOIN users u ON u.id = i.user_id \
                  WHERE i.app_id = ? AND i.openid = ?"
@@ -220,12 +225,19 @@ impl Queries {
     }
 }
 
-/// Users and sessions in one SQL database.
-#[derive(Debug)]
+/// Users and sessions in one SQL database. Cheap to clone (a pool handle and shared
+/// statements).
+///
+/// Cancellation: every operation that writes runs to completion in its own task
+/// ([`SqlStore::detached`]). A request future dropped at an await point (a client that hung
+/// up) would otherwise drop a transaction mid-way: a connection dropped while `BEGIN` is in
+/// flight goes back to the pool inside a transaction that nothing ends, and on SQLite it keeps
+/// the write lock, stopping every other write.
+#[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
-    q: Queries,
+    q: Arc<Queries>,
 }
 
 impl SqlStore {
@@ -283,8 +295,43 @@ impl SqlStore {
         Ok(Self {
             pool,
             dialect,
-            q: Queries::new(dialect),
+            q: Arc::new(Queries::new(dialect)),
         })
+    }
+
+    /// Runs a store operation to completion in a task of its own, whatever happens to the
+    /// caller: a dropped request cannot leave a transaction, a lock or a half-made change.
+    pub(crate) async fn detached<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(SqlStore) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        tokio::spawn(op(self.clone())).await.map_err(|err| {
+            StoreError::Other(anyhow::anyhow!(
+                "a database operation did not finish: {err}"
+            ))
+        })?
+    }
+
+    /// Whether the database takes a write now: a write transaction is opened (on SQLite
+    /// this takes the write lock) and rolled back, within `timeout`.
+    pub async fn ready_for_writes(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let probe = self.detached(|store| async move {
+            let mut tx = store.begin().await?;
+            sqlx::query(&store.q.write_probe)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.rollback().await.map_err(store_error)
+        });
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable {
+                store: "database",
+                source: anyhow::anyhow!("a write transaction could not start in {timeout:?}"),
+            }),
+        }
     }
 
     /// The backend in use.
@@ -556,9 +603,8 @@ async fn abandon(tx: Transaction<'static, Any>, err: sqlx::Error) -> Result<(), 
     }
 }
 
-#[async_trait]
-impl UserStore for SqlStore {
-    async fn ping(&self) -> Result<(), StoreError> {
+impl SqlStore {
+    async fn run_ping(&self) -> Result<(), StoreError> {
         sqlx::query(&self.q.ping)
             .execute(&self.pool)
             .await
@@ -566,7 +612,7 @@ impl UserStore for SqlStore {
         Ok(())
     }
 
-    async fn login(
+    async fn run_login(
         &self,
         app_id: &AppId,
         openid: &OpenId,
@@ -604,7 +650,7 @@ impl UserStore for SqlStore {
         )))
     }
 
-    async fn user_by_identity(
+    async fn run_user_by_identity(
         &self,
         app_id: &AppId,
         openid: &OpenId,
@@ -613,7 +659,7 @@ impl UserStore for SqlStore {
             .await
     }
 
-    async fn identities(&self, user_id: &str) -> Result<Vec<Identity>, StoreError> {
+    async fn run_identities(&self, user_id: &str) -> Result<Vec<Identity>, StoreError> {
         let rows = sqlx::query(&self.q.identities)
             .bind(user_id)
             .fetch_all(&self.pool)
@@ -631,7 +677,7 @@ impl UserStore for SqlStore {
             .map_err(store_error)
     }
 
-    async fn update_profile(
+    async fn run_update_profile(
         &self,
         app_id: &AppId,
         openid: &OpenId,
@@ -669,13 +715,8 @@ impl UserStore for SqlStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for SqlStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        UserStore::ping(self).await
-    }
-
-    async fn create(
+impl SqlStore {
+    async fn run_create(
         &self,
         session: &Session,
         access: TokenEntry,
@@ -700,7 +741,11 @@ impl SessionStore for SqlStore {
         tx.commit().await.map_err(store_error)
     }
 
-    async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError> {
+    async fn run_authenticate(
+        &self,
+        access: &TokenHash,
+        now: i64,
+    ) -> Result<AccessCheck, StoreError> {
         let row = sqlx::query(&self.q.authenticate)
             .bind(access.to_hex())
             .fetch_optional(&self.pool)
@@ -714,7 +759,7 @@ impl SessionStore for SqlStore {
         Ok(AccessCheck::judge(session, token_expires_at, now))
     }
 
-    async fn rotate(
+    async fn run_rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
@@ -789,7 +834,7 @@ impl SessionStore for SqlStore {
         }))
     }
 
-    async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+    async fn run_revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(&self.q.revoke)
             .bind(now)
             .bind(reason)
@@ -800,7 +845,7 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn revoke_identity(
+    async fn run_revoke_identity(
         &self,
         app_id: &str,
         openid: &str,
@@ -820,7 +865,7 @@ impl SessionStore for SqlStore {
         Ok(revoked)
     }
 
-    async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
+    async fn run_set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
         sqlx::query(&self.q.set_session_key)
             .bind(sealed)
             .bind(session_id)
@@ -830,7 +875,7 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
+    async fn run_touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(&self.q.touch)
             .bind(now)
             .bind(session_id)
@@ -841,7 +886,7 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
-    async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
+    async fn run_purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let tokens = sqlx::query(&self.q.purge_tokens)
             .bind(now)
@@ -867,9 +912,13 @@ impl SessionStore for SqlStore {
     }
 }
 
-#[async_trait]
-impl CodeCache for SqlStore {
-    async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError> {
+impl SqlStore {
+    async fn run_claim(
+        &self,
+        hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<CodeClaim, StoreError> {
         for _ in 0..2 {
             let inserted = sqlx::query(&self.q.claim_code)
                 .bind(hash)
@@ -891,7 +940,7 @@ impl CodeCache for SqlStore {
             let expires: i64 = row.try_get("expires_at").map_err(store_error)?;
             if expires <= now {
                 // A stale entry the purge has not reached yet: clear it and claim anew.
-                self.release(hash).await?;
+                self.run_release(hash).await?;
                 continue;
             }
             return Ok(result.map_or(CodeClaim::Pending, CodeClaim::Done));
@@ -899,7 +948,12 @@ impl CodeCache for SqlStore {
         Ok(CodeClaim::Pending)
     }
 
-    async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError> {
+    async fn run_fulfil(
+        &self,
+        hash: &str,
+        result: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(&self.q.fulfil_code)
             .bind(result)
             .bind(expires_at)
@@ -910,13 +964,170 @@ impl CodeCache for SqlStore {
         Ok(())
     }
 
-    async fn release(&self, hash: &str) -> Result<(), StoreError> {
+    async fn run_release(&self, hash: &str) -> Result<(), StoreError> {
         sqlx::query(&self.q.release_code)
             .bind(hash)
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+}
+
+// The traits: reads run in the caller's task; writes run detached (see [`SqlStore`]).
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run_ping().await
+    }
+
+    async fn login(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        unionid: Option<&UnionId>,
+        now: i64,
+    ) -> Result<LoginOutcome, StoreError> {
+        let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.cloned());
+        self.detached(move |store| async move {
+            store
+                .run_login(&app_id, &openid, unionid.as_ref(), now)
+                .await
+        })
+        .await
+    }
+
+    async fn user_by_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Option<User>, StoreError> {
+        self.run_user_by_identity(app_id, openid).await
+    }
+
+    async fn identities(&self, user_id: &str) -> Result<Vec<Identity>, StoreError> {
+        self.run_identities(user_id).await
+    }
+
+    async fn update_profile(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        update: &ProfileUpdate,
+        unionid: Option<&UnionId>,
+        now: i64,
+    ) -> Result<Option<User>, StoreError> {
+        let (app_id, openid) = (app_id.clone(), openid.clone());
+        let (update, unionid) = (update.clone(), unionid.cloned());
+        self.detached(move |store| async move {
+            store
+                .run_update_profile(&app_id, &openid, &update, unionid.as_ref(), now)
+                .await
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run_ping().await
+    }
+
+    async fn create(
+        &self,
+        session: &Session,
+        access: TokenEntry,
+        refresh: TokenEntry,
+    ) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.detached(move |store| async move { store.run_create(&session, access, refresh).await })
+            .await
+    }
+
+    async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError> {
+        self.run_authenticate(access, now).await
+    }
+
+    async fn rotate(
+        &self,
+        refresh: &TokenHash,
+        new_access: TokenEntry,
+        new_refresh: TokenEntry,
+        now: i64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let refresh = *refresh;
+        self.detached(move |store| async move {
+            store
+                .run_rotate(&refresh, new_access, new_refresh, now)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        let (session_id, reason) = (session_id.to_owned(), reason.to_owned());
+        self.detached(move |store| async move { store.run_revoke(&session_id, &reason, now).await })
+            .await
+    }
+
+    async fn revoke_identity(
+        &self,
+        app_id: &str,
+        openid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (app_id, openid, reason) = (app_id.to_owned(), openid.to_owned(), reason.to_owned());
+        self.detached(move |store| async move {
+            store
+                .run_revoke_identity(&app_id, &openid, &reason, now)
+                .await
+        })
+        .await
+    }
+
+    async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
+        let (session_id, sealed) = (session_id.to_owned(), sealed.to_owned());
+        self.detached(
+            move |store| async move { store.run_set_session_key(&session_id, &sealed).await },
+        )
+        .await
+    }
+
+    async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
+        let session_id = session_id.to_owned();
+        self.detached(move |store| async move { store.run_touch(&session_id, now).await })
+            .await
+    }
+
+    async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
+        self.detached(move |store| async move { store.run_purge_expired(now, idle_before).await })
+            .await
+    }
+}
+
+#[async_trait]
+impl CodeCache for SqlStore {
+    async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError> {
+        let hash = hash.to_owned();
+        self.detached(move |store| async move { store.run_claim(&hash, now, expires_at).await })
+            .await
+    }
+
+    async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError> {
+        let (hash, result) = (hash.to_owned(), result.to_owned());
+        self.detached(
+            move |store| async move { store.run_fulfil(&hash, &result, expires_at).await },
+        )
+        .await
+    }
+
+    async fn release(&self, hash: &str) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.detached(move |store| async move { store.run_release(&hash).await })
+            .await
     }
 }
 

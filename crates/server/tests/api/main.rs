@@ -9,6 +9,7 @@ mod backend;
 mod helpers;
 
 mod auth;
+mod cancellation;
 mod errors;
 mod me;
 mod people;
