@@ -22,7 +22,6 @@ use wxauth_wechat::{AppCredentials, AppId, AppSecret};
 
 use crate::client_ip::Cidr;
 use crate::seal::DataKey;
-use crate::store::sql::Dialect;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "wxauth.toml";
@@ -118,6 +117,30 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             min_connections: 1,
             acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which SQL database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// `sqlite://`
+    Sqlite,
+    /// `mysql://` (MySQL 8, MariaDB 10.11+)
+    MySql,
+    /// `postgres://` or `postgresql://`
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of a database URL, by its scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "sqlite" => Some(Self::Sqlite),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            _ => None,
         }
     }
 }

@@ -65,6 +65,10 @@ pub enum ApiError {
     /// A fresh code given with open data belongs to another user.
     #[error("identity mismatch")]
     IdentityMismatch,
+    /// Another request is exchanging this login code with WeChat right now, and did not
+    /// finish in time.
+    #[error("code exchange in progress")]
+    CodeInProgress,
     /// A store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -176,6 +180,13 @@ impl ApiError {
                 "identity_mismatch",
                 "the code belongs to another user than this session".into(),
             ),
+            E::CodeInProgress => (
+                StatusCode::CONFLICT,
+                "code_in_progress",
+                "another request is exchanging this code with WeChat right now: retry in a \
+                 moment, or call wx.login for a new code"
+                    .into(),
+            ),
             E::Store(StoreError::Unavailable { store, .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -247,24 +258,73 @@ fn wechat_parts(err: &WechatError) -> (StatusCode, &'static str, Cow<'static, st
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = self.parts();
-        match &self {
+impl ApiError {
+    /// Headers that go with the error: the `WWW-Authenticate` challenge of a 401, and
+    /// `Retry-After` where waiting helps.
+    fn headers(&self) -> Vec<(header::HeaderName, HeaderValue)> {
+        use ApiError as E;
+        let challenge = |error: &'static str| {
+            format!(
+                "Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{error}\""
+            )
+        };
+        let www = match self {
+            E::Unauthorized(_) => Some("Bearer realm=\"wxauth\"".to_owned()),
+            E::TokenExpired => Some(challenge("token_expired")),
+            E::TokenRevoked => Some(challenge("token_revoked")),
+            _ => None,
+        };
+        let retry_after = match self {
+            E::Wechat(WechatError::Api {
+                kind: ApiErrorKind::RateLimited,
+                ..
+            }) => Some("60"),
+            E::Wechat(WechatError::Api {
+                kind: ApiErrorKind::Busy,
+                ..
+            })
+            | E::Store(StoreError::Unavailable { .. })
+            | E::CodeInProgress => Some("1"),
+            _ => None,
+        };
+        let mut headers = Vec::new();
+        if let Some(value) = www.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.push((header::WWW_AUTHENTICATE, value));
+        }
+        if let Some(seconds) = retry_after {
+            headers.push((header::RETRY_AFTER, HeaderValue::from_static(seconds)));
+        }
+        headers
+    }
+
+    /// Server-side failures go to the log (with details that never reach the client).
+    fn log(&self, status: StatusCode) {
+        match self {
             ApiError::Store(err) if status.is_server_error() => {
                 tracing::error!(error = ?anyhow_chain(err), "store failure");
             }
             ApiError::Internal(err) => tracing::error!(error = ?err, "internal error"),
-            ApiError::Wechat(err) if status.is_server_error() => {
+            ApiError::Wechat(
+                err @ WechatError::Api {
+                    kind: ApiErrorKind::InvalidAppId | ApiErrorKind::InvalidSecret,
+                    ..
+                },
+            ) => {
                 // Credentials rejected by WeChat is an operator problem: say so loudly.
-                if code == "wechat_config_error" {
-                    tracing::error!(error = %err, "WeChat rejected the configured AppID/AppSecret");
-                } else {
-                    tracing::warn!(error = %err, "WeChat call failed");
-                }
+                tracing::error!(error = %err, "WeChat rejected the configured AppID/AppSecret");
+            }
+            ApiError::Wechat(err) if status.is_server_error() => {
+                tracing::warn!(error = %err, "WeChat call failed");
             }
             _ => {}
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        self.log(status);
         let wechat_errcode = match &self {
             ApiError::Wechat(err) => err.errcode(),
             _ => None,
@@ -277,24 +337,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        let headers = response.headers_mut();
-        if status == StatusCode::UNAUTHORIZED {
-            let challenge = match code {
-                "unauthorized" => "Bearer realm=\"wxauth\"".to_owned(),
-                other => format!(
-                    "Bearer realm=\"wxauth\", error=\"invalid_token\", error_description=\"{other}\""
-                ),
-            };
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                headers.insert(header::WWW_AUTHENTICATE, value);
-            }
-        }
-        if code == "rate_limited" {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        }
-        if code == "wechat_busy" || code == "store_unavailable" {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        response.headers_mut().extend(self.headers());
         response
     }
 }
@@ -303,5 +346,63 @@ fn anyhow_chain(err: &StoreError) -> String {
     match err {
         StoreError::Unavailable { source, .. } => format!("{source:#}"),
         StoreError::Other(source) => format!("{source:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(err: ApiError) -> (StatusCode, Vec<(String, String)>, String) {
+        let response = err.into_response();
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name != header::CONTENT_TYPE)
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let bytes = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_code_still_being_exchanged_is_its_own_conflict_not_a_wechat_errcode() {
+        let (status, headers, body) = body_of(ApiError::CodeInProgress).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(headers, [("retry-after".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            body,
+            r#"{"error":{"code":"code_in_progress","message":"another request is exchanging this code with WeChat right now: retry in a moment, or call wx.login for a new code"}}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_challenged_as_invalid_tokens() {
+        let (status, headers, _) = body_of(ApiError::TokenExpired).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers,
+            [(
+                "www-authenticate".to_owned(),
+                r#"Bearer realm="wxauth", error="invalid_token", error_description="token_expired""#
+                    .to_owned()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn wechat_rate_limits_say_when_to_retry() {
+        let err = ApiError::Wechat(WechatError::api(45011, "api minute-quota reach limit"));
+        let (status, headers, body) = body_of(err).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers, [("retry-after".to_owned(), "60".to_owned())]);
+        assert!(body.contains(r#""wechat_errcode":45011"#), "{body}");
     }
 }

@@ -1,16 +1,17 @@
-//! Request extractors whose rejections are the API's own errors: JSON bodies and bearer tokens.
+//! Request extractors whose rejections are the API's own errors: JSON bodies, bearer tokens
+//! (authenticated by the service) and the client's address.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::service::login::ClientMeta;
+use crate::service::sessions::{self, Caller};
 use crate::state::AppState;
-use crate::store::{AccessCheck, Session};
-use crate::tokens::{ACCESS_PREFIX, TokenHash};
 
 /// A JSON body; malformed input answers 400/413/415 in the API's error shape.
 pub struct ApiJson<T>(pub T);
@@ -48,30 +49,41 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The caller's live session, from `Authorization: Bearer wxa_...`.
+/// The caller of an authenticated route, from `Authorization: Bearer <access token>`.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub Session);
+pub struct Authenticated(pub Caller);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
-        let now = state.now();
-        match state
-            .stores
-            .sessions
-            .authenticate(&TokenHash::of(token), now)
-            .await?
-        {
-            AccessCheck::Valid(session) => {
-                state.touch_later(&session, now);
-                Ok(Self(session))
-            }
-            AccessCheck::Expired => Err(ApiError::TokenExpired),
-            AccessCheck::Revoked => Err(ApiError::TokenRevoked),
-            AccessCheck::Unknown => Err(ApiError::Unauthorized("the access token is not valid")),
-        }
+        sessions::authenticate(state, token).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for ClientMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| {
+                state
+                    .client_ip
+                    .resolve(info.0.ip(), &parts.headers)
+                    .to_string()
+            });
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect());
+        Ok(Self { ip, user_agent })
     }
 }
 
@@ -89,7 +101,7 @@ fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
         "send Authorization: Bearer <access_token>",
     ))?;
     let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || !token.starts_with(ACCESS_PREFIX) {
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(ApiError::Unauthorized(
             "send Authorization: Bearer <access_token>",
         ));

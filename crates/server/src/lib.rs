@@ -5,8 +5,11 @@
 //! - [`config`]: defaults → TOML → `WXAUTH_*` environment, secrets resolved and checked.
 //! - [`startup`]: `Application::build(config)` binds, `run_until_stopped()` serves.
 //! - [`state`]: the shared [`state::AppState`]; [`clock`]: time as a parameter.
-//! - [`api`]: the HTTP routes, one module per area; [`extract`]: JSON and bearer extractors;
+//! - [`api`]: the HTTP routes, one module per area, each handler parsing, calling one
+//!   [`service`] function and serializing; [`extract`]: JSON and bearer extractors;
 //!   [`error`]: the one API error type and its JSON shape.
+//! - [`service`]: what the service does (login, sessions, people), without HTTP.
+//! - [`model`]: persons, profiles, phones, identities, as the stores give them.
 //! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
 //! - [`client_ip`]: the client's address behind trusted proxies.
@@ -20,7 +23,9 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod model;
 pub mod seal;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod store;

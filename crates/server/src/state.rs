@@ -98,6 +98,11 @@ impl AppState {
         }
     }
 
+    /// A configured app by its id (the app of a session).
+    pub fn configured_app(&self, app_id: &AppId) -> Result<&AppCredentials, ApiError> {
+        self.apps.get(app_id).ok_or(ApiError::UnknownApp)
+    }
+
     /// Records use of a session without holding up the request; at most once a minute, so
     /// an authenticated request stays one read.
     pub fn touch_later(&self, session: &Session, now: i64) {

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::store::{Identity, User};
+use wxauth_wechat::{AppId, OpenId};
+
+use crate::model::{Identity, User};
 
 /// A user as login shows it.
 #[derive(Debug, Serialize)]
@@ -28,15 +30,15 @@ pub struct UserView {
 
 impl UserView {
     /// The view of `user` through one identity.
-    pub fn new(user: &User, app_id: &str, openid: &str) -> Self {
+    pub fn new(user: &User, app_id: &AppId, openid: &OpenId) -> Self {
         Self {
-            id: user.id.clone(),
-            app_id: app_id.to_owned(),
-            openid: openid.to_owned(),
-            unionid: user.unionid.clone(),
-            nickname: user.nickname.clone(),
-            avatar_url: user.avatar_url.clone(),
-            gender: user.gender,
+            id: user.id.to_string(),
+            app_id: app_id.to_string(),
+            openid: openid.to_string(),
+            unionid: user.unionid.as_ref().map(ToString::to_string),
+            nickname: user.profile.nickname.clone(),
+            avatar_url: user.profile.avatar_url.clone(),
+            gender: user.profile.gender,
             created_at: rfc3339(user.created_at),
         }
     }
@@ -91,27 +93,24 @@ impl MeView {
     pub fn new(
         user: &User,
         identities: &[Identity],
-        app_id: &str,
-        openid: &str,
+        app_id: &AppId,
+        openid: &OpenId,
         include_phone: bool,
     ) -> Self {
-        let phone = match (&user.phone_country_code, &user.phone_number) {
-            (Some(cc), Some(number)) if !number.is_empty() => Some(PhoneView {
-                country_code: cc.clone(),
-                number: if include_phone {
-                    number.clone()
-                } else {
-                    mask(number)
-                },
-            }),
-            _ => None,
-        };
+        let phone = user.phone.as_ref().map(|phone| PhoneView {
+            country_code: phone.country_code.clone(),
+            number: if include_phone {
+                phone.number.clone()
+            } else {
+                mask(&phone.number)
+            },
+        });
         Self {
             user: UserView::new(user, app_id, openid),
-            city: user.city.clone(),
-            province: user.province.clone(),
-            country: user.country.clone(),
-            language: user.language.clone(),
+            city: user.profile.city.clone(),
+            province: user.profile.province.clone(),
+            country: user.profile.country.clone(),
+            language: user.profile.language.clone(),
             phone,
             extra: user
                 .extra
@@ -120,8 +119,8 @@ impl MeView {
             identities: identities
                 .iter()
                 .map(|i| IdentityView {
-                    app_id: i.app_id.clone(),
-                    openid: i.openid.clone(),
+                    app_id: i.app_id.to_string(),
+                    openid: i.openid.to_string(),
                     created_at: rfc3339(i.created_at),
                 })
                 .collect(),

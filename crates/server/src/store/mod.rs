@@ -14,8 +14,9 @@ pub mod wechat_tokens;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Serialize;
 use wxauth_wechat::{AppId, OpenId, UnionId};
+
+pub use crate::model::{Identity, MergeRule, ProfileUpdate, User, UserId};
 
 use crate::config::{DatabaseConfig, SessionStoreKind, SessionsConfig};
 use crate::seal::DataKey;
@@ -38,39 +39,6 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
-/// A person.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct User {
-    /// Stable id, handed to other services as `sub`.
-    pub id: String,
-    /// The person across mini programs, once known.
-    pub unionid: Option<String>,
-    /// Nickname.
-    pub nickname: Option<String>,
-    /// Avatar URL.
-    pub avatar_url: Option<String>,
-    /// 0 unknown, 1 male, 2 female.
-    pub gender: i64,
-    /// City.
-    pub city: Option<String>,
-    /// Province.
-    pub province: Option<String>,
-    /// Country.
-    pub country: Option<String>,
-    /// Language.
-    pub language: Option<String>,
-    /// Phone country code, e.g. "86".
-    pub phone_country_code: Option<String>,
-    /// Phone number without country code.
-    pub phone_number: Option<String>,
-    /// The app's own fields: a JSON object, as text.
-    pub extra: Option<String>,
-    /// When the person was first seen (Unix seconds).
-    pub created_at: i64,
-    /// When the profile last changed (Unix seconds).
-    pub updated_at: i64,
-}
-
 /// What a login did to the user tables.
 #[derive(Debug, Clone)]
 pub struct LoginOutcome {
@@ -82,56 +50,22 @@ pub struct LoginOutcome {
     pub is_new_identity: bool,
 }
 
-/// Profile fields to set; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct ProfileUpdate {
-    /// Nickname.
-    pub nickname: Option<String>,
-    /// Avatar URL.
-    pub avatar_url: Option<String>,
-    /// Gender.
-    pub gender: Option<i64>,
-    /// City.
-    pub city: Option<String>,
-    /// Province.
-    pub province: Option<String>,
-    /// Country.
-    pub country: Option<String>,
-    /// Language.
-    pub language: Option<String>,
-    /// Phone country code.
-    pub phone_country_code: Option<String>,
-    /// Phone number without country code.
-    pub phone_number: Option<String>,
-    /// The app's own fields (a JSON object as text); replaces what was stored.
-    pub extra: Option<String>,
-}
-
-/// One identity of a person: a mini program and the openid there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    /// The mini program.
-    pub app_id: String,
-    /// The user there.
-    pub openid: String,
-    /// When the identity first logged in (Unix seconds).
-    pub created_at: i64,
-}
-
 /// Persons and identities.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Finds or creates the identity and its person, linking by `unionid` when given.
-    /// Concurrent first logins of one identity make exactly one person.
+    /// Finds or creates the identity and its person, linking by `unionid` when given (and
+    /// merging persons as `merge` decides when another person holds it). Concurrent first
+    /// logins of one identity make exactly one person.
     async fn login(
         &self,
         app_id: &AppId,
         openid: &OpenId,
         unionid: Option<&UnionId>,
         now: i64,
+        merge: MergeRule,
     ) -> Result<LoginOutcome, StoreError>;
 
     /// The person behind an identity.
@@ -142,7 +76,7 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<Option<User>, StoreError>;
 
     /// The identities of a person, oldest first.
-    async fn identities(&self, user_id: &str) -> Result<Vec<Identity>, StoreError>;
+    async fn identities(&self, user_id: &UserId) -> Result<Vec<Identity>, StoreError>;
 
     /// Updates the profile of the person behind an identity, and links a unionid seen in its
     /// open data (merging persons when another one holds it). Returns the person as now
@@ -154,6 +88,7 @@ pub trait UserStore: Send + Sync + 'static {
         update: &ProfileUpdate,
         unionid: Option<&UnionId>,
         now: i64,
+        merge: MergeRule,
     ) -> Result<Option<User>, StoreError>;
 }
 
@@ -163,9 +98,9 @@ pub struct Session {
     /// Random id.
     pub id: String,
     /// The identity's app.
-    pub app_id: String,
+    pub app_id: AppId,
     /// The identity's openid.
-    pub openid: String,
+    pub openid: OpenId,
     /// The session_key, sealed with the data key.
     pub sealed_session_key: String,
     /// Created (Unix seconds).
@@ -195,7 +130,12 @@ pub struct TokenEntry {
 #[derive(Debug, Clone)]
 pub enum AccessCheck {
     /// A live token of a live session.
-    Valid(Session),
+    Valid {
+        /// The session.
+        session: Session,
+        /// When the token expires.
+        token_expires_at: i64,
+    },
     /// The token (or its session) has expired.
     Expired,
     /// The session was revoked.
@@ -213,7 +153,10 @@ impl AccessCheck {
         } else if token_expires_at <= now || session.expires_at <= now {
             Self::Expired
         } else {
-            Self::Valid(session)
+            Self::Valid {
+                session,
+                token_expires_at,
+            }
         }
     }
 }
@@ -266,8 +209,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Revokes every live session of one identity; returns how many there were.
     async fn revoke_identity(
         &self,
-        app_id: &str,
-        openid: &str,
+        app_id: &AppId,
+        openid: &OpenId,
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError>;

@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use wxauth_wechat::{AppId, OpenId};
 
 use super::{
     AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionStore, StoreError,
@@ -191,7 +192,7 @@ impl RedisSessionStore {
         format!("{}c:{hash}", self.prefix)
     }
 
-    fn identity_key(&self, app_id: &str, openid: &str) -> String {
+    fn identity_key(&self, app_id: &AppId, openid: &OpenId) -> String {
         format!("{}i:{app_id}:{openid}", self.prefix)
     }
 
@@ -236,8 +237,8 @@ impl SessionStore for RedisSessionStore {
         let rkey = self.token_key(&refresh.hash);
         let ikey = self.identity_key(&session.app_id, &session.openid);
         let mut fields: Vec<(&str, String)> = vec![
-            ("app_id", session.app_id.clone()),
-            ("openid", session.openid.clone()),
+            ("app_id", session.app_id.to_string()),
+            ("openid", session.openid.to_string()),
             ("sk", session.sealed_session_key.clone()),
             ("created_at", session.created_at.to_string()),
             ("last_seen_at", session.last_seen_at.to_string()),
@@ -361,8 +362,8 @@ impl SessionStore for RedisSessionStore {
 
     async fn revoke_identity(
         &self,
-        app_id: &str,
-        openid: &str,
+        app_id: &AppId,
+        openid: &OpenId,
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
@@ -478,8 +479,12 @@ fn session_from_fields(sid: Option<&str>, f: &[Option<String>]) -> Result<Sessio
     let text = |i: usize| f[i].clone();
     Ok(Session {
         id: sid.ok_or_else(malformed)?.to_owned(),
-        app_id: text(0).ok_or_else(malformed)?,
-        openid: text(1).ok_or_else(malformed)?,
+        app_id: text(0)
+            .and_then(|id| AppId::parse(id).ok())
+            .ok_or_else(malformed)?,
+        openid: text(1)
+            .and_then(|id| OpenId::parse(id).ok())
+            .ok_or_else(malformed)?,
         sealed_session_key: text(2).ok_or_else(malformed)?,
         created_at: parse_i64(f[3].as_deref())?,
         last_seen_at: parse_i64(f[4].as_deref())?,

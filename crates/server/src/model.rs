@@ -1,0 +1,129 @@
+//! The records the service keeps, typed once where they leave the store: persons, their
+//! profiles and phones, their identities in each mini program.
+
+use std::fmt;
+
+use serde::Serialize;
+use wxauth_wechat::{AppId, OpenId, UnionId};
+
+/// A person's stable id (a UUIDv7 as text), handed to other services as `sub`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    /// A new id: time-ordered, so that older persons sort first.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// An id as stored or as given by an operator (not checked: an unknown id finds nobody).
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a person tells about themselves (or WeChat's open data tells).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Nickname.
+    pub nickname: Option<String>,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// 0 unknown, 1 male, 2 female.
+    pub gender: i64,
+    /// City.
+    pub city: Option<String>,
+    /// Province.
+    pub province: Option<String>,
+    /// Country.
+    pub country: Option<String>,
+    /// Language.
+    pub language: Option<String>,
+}
+
+/// A phone number, kept as WeChat gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phone {
+    /// e.g. "86".
+    pub country_code: String,
+    /// The number without the country code.
+    pub number: String,
+}
+
+/// A person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable id.
+    pub id: UserId,
+    /// The person across mini programs, once known.
+    pub unionid: Option<UnionId>,
+    /// The profile.
+    pub profile: Profile,
+    /// The phone, once bound.
+    pub phone: Option<Phone>,
+    /// The app's own fields: a JSON object, as text.
+    pub extra: Option<String>,
+    /// When the person was first seen (Unix seconds).
+    pub created_at: i64,
+    /// When the profile last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// One identity of a person: a mini program and the openid there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The mini program.
+    pub app_id: AppId,
+    /// The user there.
+    pub openid: OpenId,
+    /// When the identity first logged in (Unix seconds).
+    pub created_at: i64,
+}
+
+/// Profile fields to set; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    /// Nickname.
+    pub nickname: Option<String>,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// Gender.
+    pub gender: Option<i64>,
+    /// City.
+    pub city: Option<String>,
+    /// Province.
+    pub province: Option<String>,
+    /// Country.
+    pub country: Option<String>,
+    /// Language.
+    pub language: Option<String>,
+    /// The phone.
+    pub phone: Option<Phone>,
+    /// The app's own fields (a JSON object as text); replaces what was stored.
+    pub extra: Option<String>,
+}
+
+/// Two persons found to be one (by a unionid): who stays, who goes, and what the one who
+/// stays looks like afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// The person kept, as it is after the merge (its id is the survivor's).
+    pub survivor: User,
+    /// The person that disappears into it.
+    pub merged: UserId,
+}
+
+/// Decides a merge of two persons; the stores apply what it decides.
+pub type MergeRule = fn(&User, &User, &UnionId, i64) -> Merge;

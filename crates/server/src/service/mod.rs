@@ -1,0 +1,11 @@
+//! What wxauth does, without HTTP: handlers parse a request, call one function here and
+//! serialize what it gives; the CLI's operator verbs call the same functions.
+//!
+//! - [`login`]: a `wx.login` code exchanged once, a person found or created, a session opened.
+//! - [`sessions`]: a token authenticated into a [`sessions::Caller`], refresh, revoke, the
+//!   session_key.
+//! - [`people`]: profiles (validation, open data, phone, avatar) and the merge rule.
+
+pub mod login;
+pub mod people;
+pub mod sessions;

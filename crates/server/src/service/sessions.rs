@@ -1,0 +1,234 @@
+//! Sessions: a bearer token authenticated into one [`Principal`], token pairs minted and
+//! rotated, sessions revoked, the session_key opened.
+
+use serde::Serialize;
+use wxauth_wechat::{AppId, OpenId, SessionKey, UnionId};
+
+use crate::error::ApiError;
+use crate::model::{User, UserId};
+use crate::state::AppState;
+use crate::store::{AccessCheck, RefreshOutcome, Session, StoreError, Stores, TokenEntry};
+use crate::tokens::{ACCESS_PREFIX, NewToken, REFRESH_PREFIX, TokenHash};
+
+/// Who a live access token speaks for: what other services are told about the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The person.
+    pub user_id: UserId,
+    /// The session the token belongs to.
+    pub session_id: String,
+    /// The mini program logged in through.
+    pub app_id: AppId,
+    /// The openid there.
+    pub openid: OpenId,
+    /// The person across mini programs, once known.
+    pub unionid: Option<UnionId>,
+    /// When the token expires (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// An authenticated request's caller: the principal, its session and its person as stored.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who the token speaks for.
+    pub principal: Principal,
+    /// The session (with its sealed session_key).
+    pub session: Session,
+    /// The person.
+    pub user: User,
+}
+
+/// A new access/refresh pair.
+#[derive(Serialize)]
+pub struct TokenPair {
+    /// Bearer token for API calls.
+    pub access_token: String,
+    /// Always "Bearer".
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// Single-use token for `POST /v1/auth/refresh`.
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: i64,
+}
+
+/// Authenticates a bearer token: a live token of a live session of an existing person.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if !token.starts_with(ACCESS_PREFIX) {
+        return Err(ApiError::Unauthorized("the access token is not valid"));
+    }
+    let now = state.now();
+    let (session, expires_at) = match state
+        .stores
+        .sessions
+        .authenticate(&TokenHash::of(token), now)
+        .await?
+    {
+        AccessCheck::Valid {
+            session,
+            token_expires_at,
+        } => (session, token_expires_at),
+        AccessCheck::Expired => return Err(ApiError::TokenExpired),
+        AccessCheck::Revoked => return Err(ApiError::TokenRevoked),
+        AccessCheck::Unknown => {
+            return Err(ApiError::Unauthorized("the access token is not valid"));
+        }
+    };
+    let user = state
+        .stores
+        .users
+        .user_by_identity(&session.app_id, &session.openid)
+        .await?
+        .ok_or(ApiError::Unauthorized(
+            "the user of this session no longer exists",
+        ))?;
+    state.touch_later(&session, now);
+    Ok(Caller {
+        principal: Principal {
+            user_id: user.id.clone(),
+            session_id: session.id.clone(),
+            app_id: session.app_id.clone(),
+            openid: session.openid.clone(),
+            unionid: user.unionid.clone(),
+            expires_at,
+        },
+        session,
+        user,
+    })
+}
+
+/// Mints an access/refresh pair that ends no later than the session.
+pub fn mint_pair(
+    state: &AppState,
+    now: i64,
+    session_end: i64,
+) -> (TokenPair, TokenEntry, TokenEntry) {
+    let access = NewToken::generate(ACCESS_PREFIX);
+    let refresh = NewToken::generate(REFRESH_PREFIX);
+    let access_exp = (now + state.lifetimes.access).min(session_end);
+    let refresh_exp = (now + state.lifetimes.refresh).min(session_end);
+    let pair = TokenPair {
+        access_token: access.value,
+        token_type: "Bearer",
+        expires_in: access_exp - now,
+        refresh_token: refresh.value,
+        refresh_expires_in: refresh_exp - now,
+    };
+    (
+        pair,
+        TokenEntry {
+            hash: access.hash,
+            expires_at: access_exp,
+        },
+        TokenEntry {
+            hash: refresh.hash,
+            expires_at: refresh_exp,
+        },
+    )
+}
+
+/// Uses a refresh token once: a new pair; a second use revokes the session.
+pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair, ApiError> {
+    if !refresh_token.starts_with(REFRESH_PREFIX) {
+        return Err(ApiError::Unauthorized("the refresh token is not valid"));
+    }
+    let now = state.now();
+    // Lifetimes are capped to the session's end inside the store, which knows it.
+    let (mut pair, access, refresh) = mint_pair(state, now, i64::MAX);
+    let outcome = state
+        .stores
+        .sessions
+        .rotate(&TokenHash::of(refresh_token), access, refresh, now)
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated(session) => {
+            pair.expires_in = pair.expires_in.min(session.expires_at - now);
+            pair.refresh_expires_in = pair.refresh_expires_in.min(session.expires_at - now);
+            Ok(pair)
+        }
+        RefreshOutcome::Reused => {
+            tracing::warn!("refresh token presented twice: session revoked");
+            Err(ApiError::TokenRevoked)
+        }
+        RefreshOutcome::Revoked => Err(ApiError::TokenRevoked),
+        RefreshOutcome::Expired => Err(ApiError::TokenExpired),
+        RefreshOutcome::Unknown => Err(ApiError::Unauthorized("the refresh token is not valid")),
+    }
+}
+
+/// Ends a session at once: every token of it stops working.
+pub async fn revoke(state: &AppState, session_id: &str, reason: &str) -> Result<(), ApiError> {
+    state
+        .stores
+        .sessions
+        .revoke(session_id, reason, state.now())
+        .await?;
+    Ok(())
+}
+
+/// Revokes every live session of a person, in every mini program; returns how many.
+/// `None` when there is no such person.
+pub async fn revoke_user(
+    stores: &Stores,
+    user_id: &UserId,
+    reason: &str,
+    now: i64,
+) -> Result<Option<u64>, StoreError> {
+    let identities = stores.users.identities(user_id).await?;
+    if identities.is_empty() {
+        return Ok(None);
+    }
+    let mut revoked = 0;
+    for identity in identities {
+        revoked += stores
+            .sessions
+            .revoke_identity(&identity.app_id, &identity.openid, reason, now)
+            .await?;
+    }
+    tracing::info!(%user_id, revoked, reason, "sessions of a person revoked");
+    Ok(Some(revoked))
+}
+
+/// The session's own session_key; `None` only when the data key changed since it was sealed
+/// (a fresh code heals that, as it heals a rotated key).
+pub fn session_key(state: &AppState, session: &Session) -> Option<SessionKey> {
+    match state
+        .data_key
+        .open(&session.sealed_session_key, &session.id)
+    {
+        Ok(key) => Some(key),
+        Err(err) => {
+            tracing::warn!(session_id = %session.id, error = %err, "cannot open session_key");
+            None
+        }
+    }
+}
+
+/// Keeps a fresh session_key (after a new `wx.login`) on the session.
+pub async fn set_session_key(
+    state: &AppState,
+    session: &Session,
+    key: &SessionKey,
+) -> Result<(), ApiError> {
+    let sealed = state.data_key.seal(key, &session.id);
+    state
+        .stores
+        .sessions
+        .set_session_key(&session.id, &sealed)
+        .await?;
+    Ok(())
+}
+
+/// Whether WeChat still accepts the caller's session_key (`false` also when it cannot be
+/// opened): when not, the mini program should call `wx.login` before sending encrypted data.
+pub async fn check_session_key(state: &AppState, caller: &Caller) -> Result<bool, ApiError> {
+    let app = state.configured_app(&caller.principal.app_id)?;
+    match session_key(state, &caller.session) {
+        Some(key) => Ok(state
+            .wechat
+            .check_session_key(app, &caller.principal.openid, &key)
+            .await?),
+        None => Ok(false),
+    }
+}

@@ -1,0 +1,327 @@
+//! The SQL backend, one implementation for SQLite, MySQL/MariaDB and PostgreSQL.
+//!
+//! # Layout
+//! - this module: connecting, migrations, the rules every operation shares (placeholders per
+//!   dialect, running writes detached, sorting driver errors);
+//! - [`users`]: persons and identities ([`UserStore`](super::UserStore));
+//! - [`sessions`]: sessions and their tokens ([`SessionStore`](super::SessionStore));
+//! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache)).
+//!
+//! Queries are written once, next to the method that runs them, with `?` placeholders; for
+//! PostgreSQL (`$1`, `$2`, …) and for SQLite (no `FOR UPDATE`) they are rewritten on first use
+//! and the rewrite kept, never per request. Every query is a prepared statement cached per
+//! connection. Each backend has its own plain-SQL migrations under `migrations/<backend>/`.
+//!
+//! Concurrency: the unique keys decide. A login that loses a race on (app_id, openid) or on
+//! unionid gets a unique violation, rolls its transaction back (nothing half-written) and
+//! tries again, finding the winner's rows. SQLite transactions start `BEGIN IMMEDIATE`: SQLite
+//! cannot upgrade a read transaction to a write one while another connection writes, so
+//! taking the write lock up front makes writers queue (busy_timeout) instead of failing.
+
+mod codes;
+mod sessions;
+mod users;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr as _;
+use std::sync::{LazyLock, PoisonError, RwLock};
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor as _, Transaction};
+
+use super::StoreError;
+use crate::config::DatabaseConfig;
+pub use crate::config::Dialect;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The embedded migrations of a backend.
+pub fn migrator(dialect: Dialect) -> &'static sqlx::migrate::Migrator {
+    match dialect {
+        Dialect::Sqlite => &SQLITE_MIGRATIONS,
+        Dialect::MySql => &MYSQL_MIGRATIONS,
+        Dialect::Postgres => &POSTGRES_MIGRATIONS,
+    }
+}
+
+/// Rewrites a query for a dialect: `?` → `$n` for PostgreSQL; SQLite has no row locks (its
+/// `BEGIN IMMEDIATE` already serializes writers), so `FOR UPDATE` goes.
+pub fn rewrite(dialect: Dialect, sql: &str) -> String {
+    match dialect {
+        Dialect::MySql => sql.to_owned(),
+        Dialect::Sqlite => sql.replace(" FOR UPDATE", ""),
+        Dialect::Postgres => {
+            let mut out = String::with_capacity(sql.len() + 8);
+            let mut n = 0;
+            for c in sql.chars() {
+                if c == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Queries rewritten for a dialect, by the address of their text: a fixed, small set.
+static REWRITTEN: LazyLock<RwLock<HashMap<(Dialect, usize), &'static str>>> =
+    LazyLock::new(RwLock::default);
+
+/// Users and sessions in one SQL database. Cheap to clone (a pool handle).
+///
+/// Cancellation: every operation that writes runs to completion in its own task
+/// ([`SqlStore::detached`]). A request future dropped at an await point (a client that hung
+/// up) would otherwise drop a transaction mid-way: a connection dropped while `BEGIN` is in
+/// flight goes back to the pool inside a transaction that nothing ends, and on SQLite it keeps
+/// the write lock, stopping every other write.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl SqlStore {
+    /// Connects (creating a SQLite file if needed) and applies migrations.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = config.url.expose();
+        let dialect = Dialect::of_url(url).with_context(|| {
+            format!(
+                "database.url must start with sqlite://, mysql:// or postgres:// (got {})",
+                config.url.masked()
+            )
+        })?;
+        let url = match dialect {
+            // Create the file on first start.
+            Dialect::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("Failed to parse database.url {}", config.url.masked()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections.min(config.max_connections))
+            .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                             PRAGMA temp_store = MEMORY;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| {
+                format!(
+                    "Failed to connect to the database {} (is it running, and does the \
+                     database exist?)",
+                    config.url.masked()
+                )
+            })?;
+        migrator(dialect)
+            .run(&pool)
+            .await
+            .context("Failed to apply database migrations")?;
+        Ok(Self { pool, dialect })
+    }
+
+    /// The backend in use.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pool (for the WeChat token cache, which shares the database).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Rewrites `?` placeholders for this backend (for callers that keep their own copy).
+    pub fn prepare(&self, sql: &str) -> String {
+        rewrite(self.dialect, sql)
+    }
+
+    /// A query in this backend's dialect; rewritten once per process, then reused.
+    pub(crate) fn q(&self, sql: &'static str) -> &'static str {
+        let unchanged = match self.dialect {
+            Dialect::MySql => true,
+            Dialect::Sqlite => !sql.contains(" FOR UPDATE"),
+            Dialect::Postgres => !sql.contains('?'),
+        };
+        if unchanged {
+            return sql;
+        }
+        let key = (self.dialect, sql.as_ptr() as usize);
+        if let Some(done) = REWRITTEN
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return done;
+        }
+        let mut cache = REWRITTEN.write().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .entry(key)
+            .or_insert_with(|| Box::leak(rewrite(self.dialect, sql).into_boxed_str()))
+    }
+
+    /// Runs a store operation to completion in a task of its own, whatever happens to the
+    /// caller: a dropped request cannot leave a transaction, a lock or a half-made change.
+    pub(crate) async fn detached<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(SqlStore) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        tokio::spawn(op(self.clone())).await.map_err(|err| {
+            StoreError::Other(anyhow::anyhow!(
+                "a database operation did not finish: {err}"
+            ))
+        })?
+    }
+
+    /// Whether the database takes a write now: a write transaction is opened (on SQLite
+    /// this takes the write lock), given a statement that writes nothing (refused on a
+    /// read-only server), and rolled back, within `timeout`.
+    pub async fn ready_for_writes(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        const PROBE: &str = "UPDATE login_codes SET expires_at = expires_at WHERE hash = ''";
+        let probe = self.detached(|store| async move {
+            let mut tx = store.begin().await?;
+            sqlx::query(store.q(PROBE))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.rollback().await.map_err(store_error)
+        });
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable {
+                store: "database",
+                source: anyhow::anyhow!("a write transaction could not start in {timeout:?}"),
+            }),
+        }
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Runs one statement that writes, detached, and gives the rows it changed.
+    async fn write_one(
+        &self,
+        sql: &'static str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
+        ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
+        + Send
+        + 'static,
+    ) -> Result<u64, StoreError> {
+        self.detached(move |store| async move {
+            let query = bind(sqlx::query(store.q(sql)));
+            Ok(query
+                .execute(&store.pool)
+                .await
+                .map_err(store_error)?
+                .rows_affected())
+        })
+        .await
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let begin = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            _ => self.pool.begin().await,
+        };
+        begin.map_err(store_error)
+    }
+}
+
+/// Rolls back after a failed statement: `Ok(())` when it lost a race (unique key, deadlock)
+/// and is worth another try, the error otherwise.
+async fn abandon(tx: Transaction<'static, Any>, err: sqlx::Error) -> Result<(), StoreError> {
+    // The transaction is void either way; a failed rollback is only worth a log line.
+    if let Err(rollback) = tx.rollback().await {
+        tracing::debug!(error = %rollback, "rollback after a failed statement");
+    }
+    if is_unique_violation(&err) || is_deadlock(&err) {
+        Ok(())
+    } else {
+        Err(store_error(err))
+    }
+}
+
+/// A stored value that does not parse into its type (a broken row).
+fn corrupt(what: &'static str) -> impl Fn(wxauth_wechat::ParseError) -> sqlx::Error {
+    move |err| sqlx::Error::Decode(format!("a stored {what} does not parse: {err}").into())
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Deadlock or serialization failure: the transaction can simply be tried again.
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// Sorts driver errors: connection trouble is "unavailable" (503), the rest is a bug (500).
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    let unavailable = match &err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        // Transient: SQLite locked or busy after busy_timeout; lost or refused connections
+        // (SQLSTATE class 08, MySQL 08S01 and "too many connections" 08004); PostgreSQL admin
+        // shutdown, cannot connect now, too many connections, query cancelled; a deadlock or
+        // serialization failure outside the places that retry it.
+        sqlx::Error::Database(db) => {
+            !db.is_unique_violation()
+                && db.code().is_some_and(|code| {
+                    matches!(
+                        code.as_ref(),
+                        "5" | "6"
+                            | "517"
+                            | "53300"
+                            | "57P01"
+                            | "57P03"
+                            | "57014"
+                            | "40001"
+                            | "40P01"
+                    ) || code.starts_with("08")
+                })
+        }
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable {
+            store: "database",
+            source: err.into(),
+        }
+    } else {
+        StoreError::Other(err.into())
+    }
+}

@@ -1,0 +1,302 @@
+//! Sessions and their tokens in SQL: tokens by SHA-256 only; a used refresh token stays until
+//! it expires, so that presenting it again is recognised as reuse.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
+use wxauth_wechat::{AppId, OpenId};
+
+use super::{SqlStore, corrupt, store_error};
+use crate::store::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
+use crate::tokens::TokenHash;
+
+macro_rules! session_columns {
+    () => {
+        "s.id, s.app_id, s.openid, s.session_key, s.created_at, s.last_seen_at, s.expires_at, \
+         s.revoked_at, s.user_agent, s.ip"
+    };
+}
+
+/// Revokes one session (and so all its tokens).
+const REVOKE: &str =
+    "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL";
+
+impl SqlStore {
+    async fn run_create(
+        &self,
+        session: &Session,
+        access: TokenEntry,
+        refresh: TokenEntry,
+    ) -> Result<(), StoreError> {
+        const INSERT: &str = "INSERT INTO sessions (id, app_id, openid, session_key, created_at, \
+                              last_seen_at, expires_at, user_agent, ip) \
+                              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let mut tx = self.begin().await?;
+        sqlx::query(self.q(INSERT))
+            .bind(&session.id)
+            .bind(session.app_id.as_str())
+            .bind(session.openid.as_str())
+            .bind(&session.sealed_session_key)
+            .bind(session.created_at)
+            .bind(session.last_seen_at)
+            .bind(session.expires_at)
+            .bind(session.user_agent.as_deref())
+            .bind(session.ip.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        self.insert_tokens(&mut tx, &session.id, access, refresh)
+            .await?;
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn insert_tokens(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        session_id: &str,
+        access: TokenEntry,
+        refresh: TokenEntry,
+    ) -> Result<(), StoreError> {
+        const INSERT: &str = "INSERT INTO tokens (hash, session_id, kind, expires_at) \
+                              VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)";
+        sqlx::query(self.q(INSERT))
+            .bind(access.hash.to_hex())
+            .bind(session_id)
+            .bind(access.expires_at)
+            .bind(refresh.hash.to_hex())
+            .bind(session_id)
+            .bind(refresh.expires_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn run_rotate(
+        &self,
+        refresh: &TokenHash,
+        new_access: TokenEntry,
+        new_refresh: TokenEntry,
+        now: i64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        const CLAIM: &str = "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh' \
+                             AND used_at IS NULL AND expires_at > ?";
+        const WITH_SESSION: &str = concat!(
+            "SELECT t.used_at, ",
+            session_columns!(),
+            " FROM tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.hash = ? AND t.kind = 'refresh'"
+        );
+        const TOUCH: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ?";
+        let hash = refresh.to_hex();
+        let mut tx = self.begin().await?;
+        // Claim the token first: exactly one presenter can flip used_at.
+        let claimed = sqlx::query(self.q(CLAIM))
+            .bind(now)
+            .bind(&hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected()
+            == 1;
+        let row = sqlx::query(self.q(WITH_SESSION))
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        // Every way out ends the transaction explicitly: a transaction merely dropped would
+        // keep its locks until the connection is next used.
+        let Some(row) = row else {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(RefreshOutcome::Unknown);
+        };
+        let session = session_from_row(&row).map_err(store_error)?;
+        if session.revoked_at.is_some() {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(RefreshOutcome::Revoked);
+        }
+        if !claimed {
+            let used_at: Option<i64> = row.try_get("used_at").map_err(store_error)?;
+            if used_at.is_none() {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(RefreshOutcome::Expired);
+            }
+            // Reuse: someone holds a copy of an old refresh token. End the session.
+            sqlx::query(self.q(REVOKE))
+                .bind(now)
+                .bind("refresh_token_reused")
+                .bind(&session.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if session.expires_at <= now {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(RefreshOutcome::Expired);
+        }
+        let cap = |entry: TokenEntry| TokenEntry {
+            expires_at: entry.expires_at.min(session.expires_at),
+            ..entry
+        };
+        self.insert_tokens(&mut tx, &session.id, cap(new_access), cap(new_refresh))
+            .await?;
+        sqlx::query(self.q(TOUCH))
+            .bind(now)
+            .bind(&session.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(RefreshOutcome::Rotated(Session {
+            last_seen_at: now,
+            ..session
+        }))
+    }
+
+    async fn run_purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
+        const TOKENS: &str = "DELETE FROM tokens WHERE expires_at <= ?";
+        const SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= ? OR (last_seen_at <= ? \
+             AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id))";
+        const CODES: &str = "DELETE FROM login_codes WHERE expires_at <= ?";
+        let mut tx = self.begin().await?;
+        let tokens = sqlx::query(self.q(TOKENS))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        let sessions = sqlx::query(self.q(SESSIONS))
+            .bind(now)
+            .bind(idle_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        let codes = sqlx::query(self.q(CODES))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        tx.commit().await.map_err(store_error)?;
+        Ok(tokens + sessions + codes)
+    }
+}
+
+// Reads run in the caller's task; writes run detached (see [`SqlStore`]).
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        SqlStore::ping(self).await
+    }
+
+    async fn create(
+        &self,
+        session: &Session,
+        access: TokenEntry,
+        refresh: TokenEntry,
+    ) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.detached(move |store| async move { store.run_create(&session, access, refresh).await })
+            .await
+    }
+
+    async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT t.expires_at AS token_expires_at, ",
+            session_columns!(),
+            " FROM tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.hash = ? AND t.kind = 'access'"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(access.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(AccessCheck::Unknown);
+        };
+        let token_expires_at: i64 = row.try_get("token_expires_at").map_err(store_error)?;
+        let session = session_from_row(&row).map_err(store_error)?;
+        Ok(AccessCheck::judge(session, token_expires_at, now))
+    }
+
+    async fn rotate(
+        &self,
+        refresh: &TokenHash,
+        new_access: TokenEntry,
+        new_refresh: TokenEntry,
+        now: i64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let refresh = *refresh;
+        self.detached(move |store| async move {
+            store
+                .run_rotate(&refresh, new_access, new_refresh, now)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        let (session_id, reason) = (session_id.to_owned(), reason.to_owned());
+        self.write_one(REVOKE, move |q| q.bind(now).bind(reason).bind(session_id))
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE app_id = ? \
+                           AND openid = ? AND revoked_at IS NULL AND expires_at > ?";
+        let (app_id, openid) = (app_id.to_string(), openid.to_string());
+        let reason = reason.to_owned();
+        self.write_one(SQL, move |q| {
+            q.bind(now).bind(reason).bind(app_id).bind(openid).bind(now)
+        })
+        .await
+    }
+
+    async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE sessions SET session_key = ? WHERE id = ?";
+        let (session_id, sealed) = (session_id.to_owned(), sealed.to_owned());
+        self.write_one(SQL, move |q| q.bind(sealed).bind(session_id))
+            .await?;
+        Ok(())
+    }
+
+    async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?";
+        let session_id = session_id.to_owned();
+        self.write_one(SQL, move |q| q.bind(now).bind(session_id).bind(now))
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
+        self.detached(move |store| async move { store.run_purge_expired(now, idle_before).await })
+            .await
+    }
+}
+
+fn session_from_row(row: &AnyRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        id: row.try_get("id")?,
+        app_id: AppId::parse(row.try_get::<String, _>("app_id")?).map_err(corrupt("app_id"))?,
+        openid: OpenId::parse(row.try_get::<String, _>("openid")?).map_err(corrupt("openid"))?,
+        sealed_session_key: row.try_get("session_key")?,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
+    })
+}

@@ -1,0 +1,438 @@
+//! Persons and identities in SQL: the login upsert, unionid linking (and the merge it may
+//! lead to, as the service's rule decides), profiles.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
+use wxauth_wechat::{AppId, OpenId, UnionId};
+
+use super::{SqlStore, abandon, corrupt, store_error};
+use crate::model::{Identity, MergeRule, Phone, Profile, ProfileUpdate, User, UserId};
+use crate::store::{LoginOutcome, StoreError, UserStore};
+
+/// How many times a login retries after losing a race on a unique key or a deadlock.
+const LOGIN_ATTEMPTS: usize = 5;
+
+macro_rules! user_columns {
+    () => {
+        "u.id, u.unionid, u.nickname, u.avatar_url, u.gender, u.city, u.province, u.country, \
+         u.language, u.phone_country_code, u.phone_number, u.extra, u.created_at, u.updated_at"
+    };
+}
+
+impl SqlStore {
+    async fn fetch_user_by_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Option<User>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.app_id = ? AND i.openid = ?"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(app_id.as_str())
+            .bind(openid.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
+    async fn run_login(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        unionid: Option<&UnionId>,
+        now: i64,
+        merge: MergeRule,
+    ) -> Result<LoginOutcome, StoreError> {
+        for _ in 0..LOGIN_ATTEMPTS {
+            // A returning user costs one read.
+            if let Some(mut user) = self.fetch_user_by_identity(app_id, openid).await? {
+                if let (Some(unionid), None) = (unionid, &user.unionid) {
+                    self.link_unionid(&user.id, unionid, now, merge).await?;
+                    user = self
+                        .fetch_user_by_identity(app_id, openid)
+                        .await?
+                        .unwrap_or(user);
+                }
+                return Ok(LoginOutcome {
+                    user,
+                    is_new_user: false,
+                    is_new_identity: false,
+                });
+            }
+            if let Some(outcome) = self
+                .try_create_identity(app_id, openid, unionid, now)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "login kept losing races on the identity after {LOGIN_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// One attempt at creating the identity (and its person); `Ok(None)` when another login
+    /// won a race and the caller should look again.
+    async fn try_create_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        unionid: Option<&UnionId>,
+        now: i64,
+    ) -> Result<Option<LoginOutcome>, StoreError> {
+        const USER_BY_UNIONID: &str = "SELECT id FROM users WHERE unionid = ?";
+        const INSERT_USER: &str = "INSERT INTO users (id, unionid, gender, created_at, \
+                                   updated_at) VALUES (?, ?, 0, ?, ?)";
+        const INSERT_IDENTITY: &str =
+            "INSERT INTO identities (app_id, openid, user_id, created_at) VALUES (?, ?, ?, ?)";
+        let mut tx = self.begin().await?;
+        let existing: Option<String> = match unionid {
+            Some(unionid) => sqlx::query(self.q(USER_BY_UNIONID))
+                .bind(unionid.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .map(|row| row.try_get::<String, _>(0))
+                .transpose()
+                .map_err(store_error)?,
+            None => None,
+        };
+        let is_new_user = existing.is_none();
+        let person = match existing {
+            Some(person) => UserId::new(person),
+            None => {
+                let id = UserId::generate();
+                let inserted = sqlx::query(self.q(INSERT_USER))
+                    .bind(id.as_str())
+                    .bind(unionid.map(UnionId::as_str))
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                if let Err(err) = inserted {
+                    abandon(tx, err).await?;
+                    return Ok(None);
+                }
+                id
+            }
+        };
+        let inserted = sqlx::query(self.q(INSERT_IDENTITY))
+            .bind(app_id.as_str())
+            .bind(openid.as_str())
+            .bind(person.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+        if let Err(err) = inserted {
+            abandon(tx, err).await?;
+            return Ok(None);
+        }
+        tx.commit().await.map_err(store_error)?;
+        let user = self
+            .fetch_user_by_identity(app_id, openid)
+            .await?
+            .context("identity missing right after it was created")?;
+        Ok(Some(LoginOutcome {
+            user,
+            is_new_user,
+            is_new_identity: true,
+        }))
+    }
+
+    /// Links a unionid to a person. When another person already holds it (an identity
+    /// that first came through an unbound app), the two persons merge as `merge` decides;
+    /// the one that goes hands its identities to the one that stays, and a merge record keeps
+    /// who went into whom. Sessions follow, since they belong to identities.
+    async fn link_unionid(
+        &self,
+        user_id: &UserId,
+        unionid: &UnionId,
+        now: i64,
+        merge: MergeRule,
+    ) -> Result<(), StoreError> {
+        for _ in 0..LOGIN_ATTEMPTS {
+            let mut tx = self.begin().await?;
+            match self.link_in(&mut tx, user_id, unionid, now, merge).await {
+                Ok(()) => {
+                    tx.commit().await.map_err(store_error)?;
+                    return Ok(());
+                }
+                Err(err) => abandon(tx, err).await?,
+            }
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "linking a unionid kept losing races after {LOGIN_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn link_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user_id: &UserId,
+        unionid: &UnionId,
+        now: i64,
+        merge: MergeRule,
+    ) -> Result<(), sqlx::Error> {
+        const USER_BY_ID: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.id = ? FOR UPDATE"
+        );
+        const USER_BY_UNIONID: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.unionid = ? FOR UPDATE"
+        );
+        const SET_UNIONID: &str =
+            "UPDATE users SET unionid = ?, updated_at = ? WHERE id = ? AND unionid IS NULL";
+        let me = sqlx::query(self.q(USER_BY_ID))
+            .bind(user_id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(me) = me.as_ref().map(user_from_row).transpose()? else {
+            // Merged away meanwhile: the survivor has it already.
+            return Ok(());
+        };
+        if let Some(existing) = &me.unionid {
+            if existing != unionid {
+                tracing::warn!(
+                    %user_id,
+                    "a person was given a second, different unionid; kept the first"
+                );
+            }
+            return Ok(());
+        }
+        let holder = sqlx::query(self.q(USER_BY_UNIONID))
+            .bind(unionid.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(holder) = holder.as_ref().map(user_from_row).transpose()? else {
+            sqlx::query(self.q(SET_UNIONID))
+                .bind(unionid.as_str())
+                .bind(now)
+                .bind(user_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+            return Ok(());
+        };
+        let decided = merge(&me, &holder, unionid, now);
+        self.apply_merge(tx, &decided.survivor, &decided.merged, unionid, now)
+            .await?;
+        tracing::info!(
+            survivor = %decided.survivor.id,
+            merged = %decided.merged,
+            "persons merged by unionid"
+        );
+        Ok(())
+    }
+
+    async fn apply_merge(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        survivor: &User,
+        merged: &UserId,
+        unionid: &UnionId,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        const MOVE_IDENTITIES: &str = "UPDATE identities SET user_id = ? WHERE user_id = ?";
+        const INSERT_MERGE: &str = "INSERT INTO user_merges (merged_id, survivor_id, unionid, \
+                                    merged_at) VALUES (?, ?, ?, ?)";
+        const DELETE_USER: &str = "DELETE FROM users WHERE id = ?";
+        const SET_ALL: &str = "UPDATE users SET unionid = ?, nickname = ?, avatar_url = ?, \
+                               gender = ?, city = ?, province = ?, country = ?, language = ?, \
+                               phone_country_code = ?, phone_number = ?, extra = ?, \
+                               updated_at = ? WHERE id = ?";
+        sqlx::query(self.q(MOVE_IDENTITIES))
+            .bind(survivor.id.as_str())
+            .bind(merged.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(self.q(INSERT_MERGE))
+            .bind(merged.as_str())
+            .bind(survivor.id.as_str())
+            .bind(unionid.as_str())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(self.q(DELETE_USER))
+            .bind(merged.as_str())
+            .execute(&mut **tx)
+            .await?;
+        let p = &survivor.profile;
+        sqlx::query(self.q(SET_ALL))
+            .bind(survivor.unionid.as_ref().map(UnionId::as_str))
+            .bind(p.nickname.as_deref())
+            .bind(p.avatar_url.as_deref())
+            .bind(p.gender)
+            .bind(p.city.as_deref())
+            .bind(p.province.as_deref())
+            .bind(p.country.as_deref())
+            .bind(p.language.as_deref())
+            .bind(survivor.phone.as_ref().map(|ph| ph.country_code.as_str()))
+            .bind(survivor.phone.as_ref().map(|ph| ph.number.as_str()))
+            .bind(survivor.extra.as_deref())
+            .bind(survivor.updated_at)
+            .bind(survivor.id.as_str())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn run_update_profile(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        update: &ProfileUpdate,
+        unionid: Option<&UnionId>,
+        now: i64,
+        merge: MergeRule,
+    ) -> Result<Option<User>, StoreError> {
+        const UPDATE: &str = "UPDATE users SET nickname = COALESCE(?, nickname), \
+             avatar_url = COALESCE(?, avatar_url), gender = COALESCE(?, gender), \
+             city = COALESCE(?, city), province = COALESCE(?, province), \
+             country = COALESCE(?, country), language = COALESCE(?, language), \
+             phone_country_code = COALESCE(?, phone_country_code), \
+             phone_number = COALESCE(?, phone_number), extra = COALESCE(?, extra), \
+             updated_at = ? WHERE id = ?";
+        let Some(user) = self.fetch_user_by_identity(app_id, openid).await? else {
+            return Ok(None);
+        };
+        let phone = update.phone.as_ref();
+        sqlx::query(self.q(UPDATE))
+            .bind(update.nickname.as_deref())
+            .bind(update.avatar_url.as_deref())
+            .bind(update.gender)
+            .bind(update.city.as_deref())
+            .bind(update.province.as_deref())
+            .bind(update.country.as_deref())
+            .bind(update.language.as_deref())
+            .bind(phone.map(|p| p.country_code.as_str()))
+            .bind(phone.map(|p| p.number.as_str()))
+            .bind(update.extra.as_deref())
+            .bind(now)
+            .bind(user.id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if let (Some(unionid), None) = (unionid, &user.unionid) {
+            self.link_unionid(&user.id, unionid, now, merge).await?;
+        }
+        self.fetch_user_by_identity(app_id, openid).await
+    }
+}
+
+// Reads run in the caller's task; writes run detached (see [`SqlStore`]).
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        SqlStore::ping(self).await
+    }
+
+    async fn login(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        unionid: Option<&UnionId>,
+        now: i64,
+        merge: MergeRule,
+    ) -> Result<LoginOutcome, StoreError> {
+        let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.cloned());
+        self.detached(move |store| async move {
+            store
+                .run_login(&app_id, &openid, unionid.as_ref(), now, merge)
+                .await
+        })
+        .await
+    }
+
+    async fn user_by_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Option<User>, StoreError> {
+        self.fetch_user_by_identity(app_id, openid).await
+    }
+
+    async fn identities(&self, user_id: &UserId) -> Result<Vec<Identity>, StoreError> {
+        const SQL: &str = "SELECT app_id, openid, created_at FROM identities WHERE user_id = ? \
+                           ORDER BY created_at, app_id";
+        let rows = sqlx::query(self.q(SQL))
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(identity_from_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+
+    async fn update_profile(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        update: &ProfileUpdate,
+        unionid: Option<&UnionId>,
+        now: i64,
+        merge: MergeRule,
+    ) -> Result<Option<User>, StoreError> {
+        let (app_id, openid) = (app_id.clone(), openid.clone());
+        let (update, unionid) = (update.clone(), unionid.cloned());
+        self.detached(move |store| async move {
+            store
+                .run_update_profile(&app_id, &openid, &update, unionid.as_ref(), now, merge)
+                .await
+        })
+        .await
+    }
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+    let unionid: Option<String> = row.try_get("unionid")?;
+    let phone_country_code: Option<String> = row.try_get("phone_country_code")?;
+    let phone_number: Option<String> = row.try_get("phone_number")?;
+    Ok(User {
+        id: UserId::new(row.try_get::<String, _>("id")?),
+        unionid: unionid
+            .map(UnionId::parse)
+            .transpose()
+            .map_err(corrupt("unionid"))?,
+        profile: Profile {
+            nickname: row.try_get("nickname")?,
+            avatar_url: row.try_get("avatar_url")?,
+            gender: row.try_get("gender")?,
+            city: row.try_get("city")?,
+            province: row.try_get("province")?,
+            country: row.try_get("country")?,
+            language: row.try_get("language")?,
+        },
+        phone: match (phone_country_code, phone_number) {
+            (Some(country_code), Some(number)) if !number.is_empty() => Some(Phone {
+                country_code,
+                number,
+            }),
+            _ => None,
+        },
+        extra: row.try_get("extra")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn identity_from_row(row: &AnyRow) -> Result<Identity, sqlx::Error> {
+    Ok(Identity {
+        app_id: AppId::parse(row.try_get::<String, _>("app_id")?).map_err(corrupt("app_id"))?,
+        openid: OpenId::parse(row.try_get::<String, _>("openid")?).map_err(corrupt("openid"))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
