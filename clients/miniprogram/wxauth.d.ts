@@ -34,16 +34,17 @@ export interface CreateAuthOptions {
   /**
    * Where `request()` sends a relative `url` (`/api/orders`): your own API, e.g.
    * `https://api.example.com` (a path is kept: `https://example.com/shop` + `/orders`).
-   * Default: `baseUrl`. The client's own calls (`user()`, `login()`, ...) always go to `baseUrl`.
+   * Absent, null or `''`: `baseUrl`. The client's own calls (`user()`, `login()`, ...) always go
+   * to `baseUrl`.
    */
-  apiBaseUrl?: string;
+  apiBaseUrl?: string | null;
   /**
    * More origins `request()` may send the access token to, besides `baseUrl`'s and
    * `apiBaseUrl`'s: scheme, host and optional port, no path (`https://files.example.com`,
    * `https://api.example.com:8443`). The token goes only over https, or plain http to
    * localhost, 127.0.0.0/8 or [::1]; any other URL is requested without it.
    */
-  trustedOrigins?: string[];
+  trustedOrigins?: string[] | null;
   /**
    * This mini program's AppID. Sent with every login (a server with several apps requires it)
    * and used to namespace the stored tokens (`wxauth:<appId>:tokens`).

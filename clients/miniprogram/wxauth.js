@@ -265,18 +265,19 @@ function createAuth(options) {
   }
   var baseUrl = options.baseUrl.replace(/\/+$/, '');
   if (!parseOrigin(baseUrl)) {
-    throw makeError('invalid_argument', 'createAuth: baseUrl must be an http(s) URL such as https://auth.example.com', 0);
+    throw makeError('invalid_argument', 'createAuth: baseUrl must be an http(s) URL, e.g. https://auth.example.com', 0);
   }
   var apiBaseUrl = baseUrl;
-  if (options.apiBaseUrl !== undefined) {
+  // Absent, null or '' (an empty line in a config file): relative URLs go to baseUrl.
+  if (options.apiBaseUrl !== undefined && options.apiBaseUrl !== null && options.apiBaseUrl !== '') {
     if (typeof options.apiBaseUrl !== 'string' || !parseOrigin(options.apiBaseUrl)) {
-      throw makeError('invalid_argument', 'createAuth: apiBaseUrl must be an http(s) URL such as https://api.example.com', 0);
+      throw makeError('invalid_argument', 'createAuth: apiBaseUrl must be an http(s) URL, e.g. https://api.example.com', 0);
     }
     apiBaseUrl = options.apiBaseUrl.replace(/\/+$/, '');
   }
   /** Origins request() may send the access token to (over https, or plain http on loopback). */
   var trusted = [parseOrigin(baseUrl).origin, parseOrigin(apiBaseUrl).origin];
-  var extraOrigins = options.trustedOrigins === undefined ? [] : options.trustedOrigins;
+  var extraOrigins = options.trustedOrigins === undefined || options.trustedOrigins === null ? [] : options.trustedOrigins;
   if (!Array.isArray(extraOrigins)) {
     throw makeError('invalid_argument', 'createAuth: trustedOrigins must be an array of origins', 0);
   }
@@ -287,7 +288,8 @@ function createAuth(options) {
     if (!o || !/^[^:]+:\/\/[^\/?#]+\/?$/.test(entry)) {
       throw makeError(
         'invalid_argument',
-        'createAuth: trustedOrigins entries are origins such as https://files.example.com (scheme, host, optional port; no path): ' +
+        'createAuth: a trustedOrigins entry is an origin, scheme://host[:port] with no path, ' +
+          'e.g. https://files.example.com; got ' +
           String(entry),
         0
       );

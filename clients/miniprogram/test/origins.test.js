@@ -123,14 +123,23 @@ test('request refuses a url with a scheme other than http and https', async () =
 });
 
 test('createAuth refuses an apiBaseUrl or a trustedOrigins entry that is not an http(s) origin', () => {
-  const make = (extra) => () => createAuth(Object.assign({ baseUrl: 'https://auth.example.com', wx: recordingWx() }, extra));
+  const make = (extra) => () =>
+    createAuth(Object.assign({ baseUrl: 'https://auth.example.com', wx: recordingWx() }, extra));
   for (const apiBaseUrl of ['api.example.com', 'ftp://api.example.com', 'https://a@api.example.com', 42]) {
     assert.throws(make({ apiBaseUrl }), { code: 'invalid_argument' }, String(apiBaseUrl));
   }
-  for (const entry of ['files.example.com', 'https://files.example.com/path', 'https://files.example.com?x', 'wss://files.example.com', 7]) {
+  const notOrigins = [
+    'files.example.com',
+    'https://files.example.com/path',
+    'https://files.example.com?x',
+    'wss://files.example.com',
+    7,
+  ];
+  for (const entry of notOrigins) {
     assert.throws(make({ trustedOrigins: [entry] }), { code: 'invalid_argument' }, String(entry));
   }
   assert.throws(make({ trustedOrigins: 'https://files.example.com' }), { code: 'invalid_argument' });
   assert.throws(make({ baseUrl: 'auth.example.com' }), { code: 'invalid_argument' });
   assert.doesNotThrow(make({ apiBaseUrl: 'https://api.example.com/v2/', trustedOrigins: ['https://files.example.com/'] }));
+  assert.doesNotThrow(make({ apiBaseUrl: '', trustedOrigins: null }), 'empty settings mean none');
 });

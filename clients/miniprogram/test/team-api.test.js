@@ -208,7 +208,11 @@ test('a team API that refuses the refreshed token too makes the client log in on
     seen.map((r) => r.status),
     [401, 401, 200]
   );
-  assert.equal(new Set(seen.map((r) => r.authorization)).size, 3, 'the first token, the refreshed one, the one from the new login');
+  assert.equal(
+    new Set(seen.map((r) => r.authorization)).size,
+    3,
+    'the first token, the refreshed one, the one from the new login'
+  );
   assert.equal(seen[2].authorization, `Bearer ${stored(env).accessToken}`);
   assert.equal(env.count('/v1/auth/refresh'), 1);
   assert.equal(env.calls.login, 2, 'the first login and one more');
@@ -232,10 +236,20 @@ test('a team API that keeps refusing gets three tries and its 401 back, not a lo
 
 test('the invalid_token challenge is understood among other challenges, in token form, and whatever the header name looks like', async () => {
   const cases = [
-    { challenge: 'Bearer error="invalid_token"', headerName: (n) => n.replace(/^www-authenticate$/, 'WWW-Authenticate') },
-    { challenge: 'Basic realm="team", Bearer realm="team", error=invalid_token', headerName: (n) => n.replace(/^www-/, 'Www-') },
     {
-      challenge: ['Newauth realm="apps", type=1, title="Login to \\"apps\\""', 'bearer error_description="gone, for good", error="invalid_token"'],
+      challenge: 'Bearer error="invalid_token"',
+      headerName: (n) => n.replace(/^www-authenticate$/, 'WWW-Authenticate'),
+    },
+    {
+      challenge: 'Basic realm="team", Bearer realm="team", error=invalid_token',
+      headerName: (n) => n.replace(/^www-/, 'Www-'),
+    },
+    {
+      // Two header lines, a quoted comma and escaped quotes before the bearer challenge.
+      challenge: [
+        'Newauth realm="apps", type=1, title="Login to \\"apps\\""',
+        'bearer error_description="gone, for good", error="invalid_token"',
+      ],
       headerName: (n) => n.toUpperCase(),
     },
   ];
@@ -256,7 +270,12 @@ test('the invalid_token challenge is understood among other challenges, in token
 });
 
 test('a 401 whose challenge names no invalid token is returned as it is, not renewed', async () => {
-  const challenges = ['Bearer realm="team"', 'Bearer error="insufficient_scope"', 'Basic realm="team", error="invalid_token"'];
+  const challenges = [
+    'Bearer realm="team"',
+    'Bearer error="insufficient_scope"',
+    'Basic realm="team", error="invalid_token"',
+    'Bearer realm="team", error_description="not error=invalid_token, just no token"',
+  ];
   try {
     for (const [i, challenge] of challenges.entries()) {
       team.setChallenge(challenge);
