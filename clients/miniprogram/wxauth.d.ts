@@ -32,6 +32,20 @@ export interface CreateAuthOptions {
   /** The wxauth server, e.g. `https://auth.example.com` (no trailing path needed). */
   baseUrl: string;
   /**
+   * Where `request()` sends a relative `url` (`/api/orders`): your own API, e.g.
+   * `https://api.example.com` (a path is kept: `https://example.com/shop` + `/orders`).
+   * Absent, null or `''`: `baseUrl`. The client's own calls (`user()`, `login()`, ...) always go
+   * to `baseUrl`.
+   */
+  apiBaseUrl?: string | null;
+  /**
+   * More origins `request()` may send the access token to, besides `baseUrl`'s and
+   * `apiBaseUrl`'s: scheme, host and optional port, no path (`https://files.example.com`,
+   * `https://api.example.com:8443`). The token goes only over https, or plain http to
+   * localhost, 127.0.0.0/8 or [::1]; any other URL is requested without it.
+   */
+  trustedOrigins?: string[] | null;
+  /**
    * This mini program's AppID. Sent with every login (a server with several apps requires it)
    * and used to namespace the stored tokens (`wxauth:<appId>:tokens`).
    */
@@ -65,7 +79,12 @@ export interface LoginResult {
 }
 
 export interface RequestOptions {
-  /** A path on `baseUrl` (`/v1/me`) or an absolute URL (which then receives the access token). */
+  /**
+   * A path on `apiBaseUrl` (`/api/orders`; `apiBaseUrl` defaults to `baseUrl`) or an absolute
+   * http(s) URL. The access token is sent only to the origins of `baseUrl` and `apiBaseUrl`
+   * and those in `trustedOrigins`, over https or to loopback; other URLs are requested
+   * without an Authorization header.
+   */
   url: string;
   /** Default GET. PATCH (which wx.request cannot send) goes as POST with `X-HTTP-Method-Override`. */
   method?: string;
@@ -137,10 +156,13 @@ export interface WxAuth {
   /** `wx.login` → `POST /v1/auth/login`; stores the tokens. Concurrent calls share one login. */
   login(): Promise<LoginResult>;
   /**
-   * A request with the bearer token (logging in first if needed). On 401 `token_expired` it
-   * refreshes once (a failed refresh logs in again), on 401 `token_revoked`/`unauthorized` it
-   * logs in again, then retries once. Concurrent 401s share one refresh. Other answers,
-   * errors included, are resolved as they are, not retried.
+   * `wx.request` with the bearer token where it may go (see `RequestOptions.url`), logging in
+   * first if needed. On 401 with `{"error":{"code":"token_expired"}}` or with
+   * `WWW-Authenticate: Bearer error="invalid_token"` it refreshes (a failed refresh logs in
+   * again) and retries once; a 401 to that retry logs in with `wx.login` and retries a last
+   * time. On 401 `token_revoked`/`unauthorized` it logs in again and retries once. Concurrent
+   * 401s share one refresh or login. Other answers, errors included, are resolved as they
+   * are, not retried. A request sent without the token is never retried.
    */
   request<T = any>(options: RequestOptions): Promise<Response<T>>;
   /** `GET /v1/me` (`?include=phone` with `includePhone`). */

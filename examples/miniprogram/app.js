@@ -9,6 +9,8 @@ App({
     this.simMode = !!config.simUrl;
     this.auth = wxauth.createAuth({
       baseUrl: config.baseUrl,
+      apiBaseUrl: config.apiBaseUrl,
+      trustedOrigins: config.trustedOrigins,
       appId: config.appId,
       // Against `wxauth demo`, wx.login codes come from its simulator (see utils/sim.js).
       wx: this.simMode ? sim.simulatedWx(config) : wx

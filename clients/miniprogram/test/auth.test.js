@@ -219,7 +219,7 @@ test('error answers other than 401 are returned as they are, not retried', async
   assert.equal(env.calls.login, 1);
 });
 
-test('a 401 that persists after the retry is returned, not looped on', async () => {
+test('a 401 that persists after a refresh and a new login is returned, not looped on', async () => {
   const { env, auth } = client('persistent-401');
   // The wx.request stand-in answers every /v1/me with 401 token_expired.
   const realRequest = env.wx.request;
@@ -236,8 +236,9 @@ test('a 401 that persists after the retry is returned, not looped on', async () 
 
   const res = await auth.request({ url: '/v1/me' });
   assert.equal(res.statusCode, 401);
-  assert.equal(env.count('/v1/me'), 2);
+  assert.equal(env.count('/v1/me'), 3, 'the first try, the retry after the refresh, the retry after the login');
   assert.equal(env.count('/v1/auth/refresh'), 1);
+  assert.equal(env.calls.login, 2, 'the first login and one more');
   await assert.rejects(auth.user(), (err) => {
     assert.ok(err instanceof Error);
     assert.equal(err.code, 'token_expired');

@@ -6,10 +6,17 @@
  * `wx.uploadFile` and the synchronous storage calls.
  *
  *     var wxauth = require('./utils/wxauth.js');
- *     var auth = wxauth.createAuth({ baseUrl: 'https://auth.example.com', appId: 'wx...' });
+ *     var auth = wxauth.createAuth({
+ *       baseUrl: 'https://auth.example.com',    // the wxauth server
+ *       apiBaseUrl: 'https://api.example.com',  // your API: where request('/api/...') goes
+ *       appId: 'wx...'
+ *     });
  *     auth.user().then(function (me) { ... });
+ *     auth.request({ url: '/api/orders' }).then(function (res) { ... });
  *
- * Tokens are kept in storage under `wxauth:<appId>:tokens` and are never logged.
+ * Tokens are kept in storage under `wxauth:<appId>:tokens` and are never logged. The access
+ * token is sent only to the wxauth server, `apiBaseUrl` and `trustedOrigins`, over https (or
+ * plain http to this device).
  *
  * @module wxauth
  */
@@ -97,12 +104,155 @@ function isOk(res) {
   return res.statusCode >= 200 && res.statusCode < 300;
 }
 
+// ---- origins -----------------------------------------------------------------------------
+
+/** Ports that an origin leaves out, so `https://a.example:443` and `https://a.example` are one. */
+var DEFAULT_PORTS = { http: '80', https: '443' };
+
+/**
+ * The origin of an absolute http(s) URL as `{scheme, host, port, origin}` (lower case, default
+ * port dropped), or null.
+ *
+ * Deliberately narrow, because a token follows what this says: null when the authority has
+ * userinfo (`https://a.example@b.example`) or anything but a plain DNS name, dotted IPv4
+ * address or bracketed IPv6 address and a port: no backslash, whitespace, control character
+ * or percent sign. URL parsers disagree on such URLs; refusing them means no parser can send
+ * the token somewhere this function did not name. (Mini programs have no `URL` class.)
+ *
+ * @param {string} url
+ */
+function parseOrigin(url) {
+  if (typeof url !== 'string') return null;
+  var m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^\/?#]*)/.exec(url);
+  if (!m) return null;
+  var scheme = m[1].toLowerCase();
+  if (!DEFAULT_PORTS[scheme]) return null;
+  var authority = m[2].toLowerCase();
+  if (authority.indexOf('@') >= 0) return null;
+  var hp = /^(\[[0-9a-f:.]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)*)(?::([0-9]{1,5}))?$/.exec(authority);
+  if (!hp) return null;
+  var host = hp[1];
+  var port = hp[2] === undefined ? DEFAULT_PORTS[scheme] : String(Number(hp[2]));
+  if (Number(port) < 1 || Number(port) > 65535) return null;
+  var origin = scheme + '://' + host + (port === DEFAULT_PORTS[scheme] ? '' : ':' + port);
+  return { scheme: scheme, host: host, port: port, origin: origin };
+}
+
+/** Whether `host` (as parseOrigin gives it) is this device: localhost, 127.0.0.0/8 or [::1]. */
+function isLoopback(host) {
+  if (host === 'localhost' || host === '[::1]') return true;
+  var m = /^127\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$/.exec(host);
+  return !!m && Number(m[1]) < 256 && Number(m[2]) < 256 && Number(m[3]) < 256;
+}
+
+// ---- 401 answers -------------------------------------------------------------------------
+
+/** The value of header `name` in a wx response header object, whatever the name's case. */
+function headerValue(header, name) {
+  if (!header || typeof header !== 'object') return '';
+  var lower = name.toLowerCase();
+  var keys = Object.keys(header);
+  var values = [];
+  for (var i = 0; i < keys.length; i++) {
+    if (keys[i].toLowerCase() !== lower) continue;
+    var v = header[keys[i]];
+    values.push(Array.isArray(v) ? v.join(', ') : String(v));
+  }
+  return values.join(', ');
+}
+
+/** RFC 9110 token characters. */
+var TCHAR = /[A-Za-z0-9!#$%&'*+.^_`|~-]/;
+
+/**
+ * The challenges of a `WWW-Authenticate` value (RFC 9110 11.6.1) as
+ * `[{scheme, params}]`, scheme in lower case, parameter names in lower case.
+ * Forgiving: what it cannot read it skips.
+ * @param {string} value
+ */
+function parseChallenges(value) {
+  var s = String(value || '');
+  var i = 0;
+  var challenges = [];
+  var current = null;
+  function spaces() {
+    while (i < s.length && (s.charAt(i) === ' ' || s.charAt(i) === '\t')) i++;
+  }
+  function token() {
+    var start = i;
+    while (i < s.length && TCHAR.test(s.charAt(i))) i++;
+    return s.slice(start, i);
+  }
+  function quoted() {
+    var out = '';
+    i++; // opening quote
+    while (i < s.length && s.charAt(i) !== '"') {
+      if (s.charAt(i) === '\\' && i + 1 < s.length) i++;
+      out += s.charAt(i);
+      i++;
+    }
+    i++; // closing quote
+    return out;
+  }
+  while (i < s.length) {
+    var c = s.charAt(i);
+    if (c === ' ' || c === '\t' || c === ',') {
+      i++;
+      continue;
+    }
+    var name = token();
+    if (name === '') {
+      i++;
+      continue;
+    }
+    spaces();
+    if (s.charAt(i) === '=') {
+      i++;
+      spaces();
+      var v = s.charAt(i) === '"' ? quoted() : token();
+      if (current) current.params[name.toLowerCase()] = v;
+    } else {
+      current = { scheme: name.toLowerCase(), params: {} };
+      challenges.push(current);
+    }
+  }
+  return challenges;
+}
+
+/** Whether a response carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750). */
+function saysInvalidToken(header) {
+  return parseChallenges(headerValue(header, 'WWW-Authenticate')).some(function (ch) {
+    return ch.scheme === 'bearer' && ch.params.error === 'invalid_token';
+  });
+}
+
+/**
+ * What a 401 asks of the client: 'refresh', 'login', or '' (nothing: return it as it is).
+ *
+ * wxauth's error code is the more precise and wins: `token_expired` → refresh,
+ * `token_revoked`/`unauthorized` → log in. Otherwise the standard bearer challenge
+ * `error="invalid_token"`, which is what any other API can answer, → refresh (a refresh that
+ * fails logs in).
+ */
+function renewalFor(res) {
+  if (res.statusCode !== 401) return '';
+  var code = errorCodeOf(res.data);
+  if (code === 'token_expired') return 'refresh';
+  if (code === 'token_revoked' || code === 'unauthorized') return 'login';
+  if (saysInvalidToken(res.header)) return 'refresh';
+  return '';
+}
+
 /**
  * Creates a client for one wxauth server and one mini program. Create it once (in app.js) and
  * share it: concurrent logins and refreshes are merged per client.
  *
  * @param {object} options
  * @param {string} options.baseUrl the wxauth server, e.g. `https://auth.example.com`
+ * @param {string} [options.apiBaseUrl] where `request()` sends relative URLs (your own API,
+ *   e.g. `https://api.example.com`); defaults to `baseUrl`
+ * @param {string[]} [options.trustedOrigins] more origins (`https://files.example.com`) that
+ *   `request()` may send the access token to, besides those of `baseUrl` and `apiBaseUrl`
  * @param {string} [options.appId] this mini program's AppID; sent with every login (required by
  *   the server when it serves several apps) and used to namespace the stored tokens
  * @param {object} [options.wx] the `wx` object to use; defaults to the global `wx` (tests and
@@ -114,6 +264,38 @@ function createAuth(options) {
     throw makeError('invalid_argument', 'createAuth: baseUrl is required', 0);
   }
   var baseUrl = options.baseUrl.replace(/\/+$/, '');
+  if (!parseOrigin(baseUrl)) {
+    throw makeError('invalid_argument', 'createAuth: baseUrl must be an http(s) URL, e.g. https://auth.example.com', 0);
+  }
+  var apiBaseUrl = baseUrl;
+  // Absent, null or '' (an empty line in a config file): relative URLs go to baseUrl.
+  if (options.apiBaseUrl !== undefined && options.apiBaseUrl !== null && options.apiBaseUrl !== '') {
+    if (typeof options.apiBaseUrl !== 'string' || !parseOrigin(options.apiBaseUrl)) {
+      throw makeError('invalid_argument', 'createAuth: apiBaseUrl must be an http(s) URL, e.g. https://api.example.com', 0);
+    }
+    apiBaseUrl = options.apiBaseUrl.replace(/\/+$/, '');
+  }
+  /** Origins request() may send the access token to (over https, or plain http on loopback). */
+  var trusted = [parseOrigin(baseUrl).origin, parseOrigin(apiBaseUrl).origin];
+  var extraOrigins = options.trustedOrigins === undefined || options.trustedOrigins === null ? [] : options.trustedOrigins;
+  if (!Array.isArray(extraOrigins)) {
+    throw makeError('invalid_argument', 'createAuth: trustedOrigins must be an array of origins', 0);
+  }
+  extraOrigins.forEach(function (entry) {
+    var o = typeof entry === 'string' ? parseOrigin(entry) : null;
+    // An origin is scheme, host and port; a path would suggest trust limited to it, which
+    // there is not.
+    if (!o || !/^[^:]+:\/\/[^\/?#]+\/?$/.test(entry)) {
+      throw makeError(
+        'invalid_argument',
+        'createAuth: a trustedOrigins entry is an origin, scheme://host[:port] with no path, ' +
+          'e.g. https://files.example.com; got ' +
+          String(entry),
+        0
+      );
+    }
+    trusted.push(o.origin);
+  });
   var appId = options.appId || '';
   /* global wx */
   var wxApi = options.wx || (typeof wx !== 'undefined' ? wx : null);
@@ -128,6 +310,8 @@ function createAuth(options) {
   var loginInFlight = null;
   /** The refresh in flight, shared by concurrent callers. */
   var refreshInFlight = null;
+  /** Completed logins so far: tells withAuth whether fresh tokens came from a login. */
+  var logins = 0;
 
   // ---- token storage -------------------------------------------------------------------
 
@@ -174,12 +358,31 @@ function createAuth(options) {
 
   // ---- transport -----------------------------------------------------------------------
 
-  function fullUrl(url) {
+  /** `path` on the wxauth server. */
+  function fullUrl(path) {
+    return baseUrl + (path.charAt(0) === '/' ? '' : '/') + path;
+  }
+
+  /** What request() calls: an absolute http(s) URL as it is, anything else on apiBaseUrl. */
+  function requestUrl(url) {
     if (typeof url !== 'string' || url === '') {
       throw makeError('invalid_argument', 'request: url is required', 0);
     }
-    if (/^https?:\/\//i.test(url)) return url;
-    return baseUrl + (url.charAt(0) === '/' ? '' : '/') + url;
+    if (/^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//.test(url)) {
+      if (/^https?:\/\//i.test(url)) return url;
+      throw makeError('invalid_argument', 'request: url must be a path or an http(s) URL', 0);
+    }
+    return apiBaseUrl + (url.charAt(0) === '/' ? '' : '/') + url;
+  }
+
+  /**
+   * Whether request() sends the access token to `url`: only to a trusted origin, and only
+   * over https, or plain http to this device (`wxauth demo`, a local API).
+   */
+  function carriesToken(url) {
+    var o = parseOrigin(url);
+    if (!o || trusted.indexOf(o.origin) < 0) return false;
+    return o.scheme === 'https' || isLoopback(o.host);
   }
 
   /**
@@ -271,6 +474,7 @@ function createAuth(options) {
           throw makeError('invalid_response', 'the login answer has no access_token', res.statusCode);
         }
         saveTokens(data);
+        logins += 1;
         var result = {};
         Object.keys(data).forEach(function (k) {
           if (TOKEN_FIELDS.indexOf(k) < 0) result[k] = data[k];
@@ -342,21 +546,28 @@ function createAuth(options) {
   }
 
   /**
-   * Runs `attempt(accessToken)` (a Promise of a response) with the bearer token; on 401
-   * renews the tokens once and runs it once more.
+   * Runs `attempt(accessToken)` (a Promise of a response) with the bearer token. A 401 that
+   * asks for it (see renewalFor) renews the tokens and runs it once more: by a refresh, or by
+   * logging in. When tokens from a refresh are refused as well, it logs in and runs it a last
+   * time; tokens from a login are not renewed again. So at most one refresh and one wx.login
+   * per call, and no loop.
    */
   function withAuth(attempt) {
     return ensureTokens().then(function (t) {
       return attempt(t.accessToken).then(function (res) {
-        if (res.statusCode !== 401) return res;
-        var code = errorCodeOf(res.data);
-        var renew;
-        if (code === 'token_expired') renew = renewByRefresh(t.accessToken);
-        else if (code === 'token_revoked' || code === 'unauthorized') renew = renewByLogin(t.accessToken);
-        else return res;
+        var renewal = renewalFor(res);
+        if (!renewal) return res;
+        var loginsBefore = logins;
+        var renew = renewal === 'refresh' ? renewByRefresh(t.accessToken) : renewByLogin(t.accessToken);
         return renew.then(function (fresh) {
           if (!fresh) return res; // logged out meanwhile
-          return attempt(fresh.accessToken);
+          return attempt(fresh.accessToken).then(function (again) {
+            if (!renewalFor(again) || logins !== loginsBefore) return again;
+            return renewByLogin(fresh.accessToken).then(function (relogged) {
+              if (!relogged) return again;
+              return attempt(relogged.accessToken);
+            });
+          });
         });
       });
     });
@@ -379,15 +590,25 @@ function createAuth(options) {
   // ---- public API ----------------------------------------------------------------------
 
   /**
-   * `wx.request` with the bearer token (logging in first if needed). On 401 `token_expired`
-   * it refreshes once (a failed refresh logs in again), on 401 `token_revoked`/`unauthorized`
-   * it logs in again, then retries the request once. Concurrent 401s share one refresh.
-   * Other answers, errors included, are returned as they are and not retried.
+   * `wx.request`, with the bearer token where it may go.
    *
-   * `url` may be a path on `baseUrl` (`/v1/me`) or an absolute URL (your own API, which then
-   * receives the access token). PATCH, which wx.request cannot send, goes as POST with
-   * `X-HTTP-Method-Override: PATCH`. Other wx.request options (`timeout`, `dataType`,
-   * `responseType`, ...) are passed on; callbacks are not (use the Promise).
+   * A relative `url` (`/api/orders`) is on `apiBaseUrl` (default `baseUrl`); an absolute
+   * http(s) URL is used as it is. The access token is added (logging in first if needed) only
+   * when the URL's origin is `baseUrl`'s, `apiBaseUrl`'s or one of `trustedOrigins`, and only
+   * over https, or plain http to localhost, 127.0.0.0/8 or [::1]. Any other URL is sent
+   * without an Authorization header, and without logging in: the request still goes out, the
+   * token does not.
+   *
+   * On a 401 with wxauth's `token_expired`, or with `WWW-Authenticate: Bearer
+   * error="invalid_token"` (what any API can answer), it refreshes (a failed refresh logs in
+   * again) and retries once; if that retry gets such a 401 too, it logs in with wx.login and
+   * retries a last time. On 401 `token_revoked`/`unauthorized` it logs in and retries once.
+   * Concurrent 401s share one refresh or login. Other answers, errors included, are returned
+   * as they are and not retried.
+   *
+   * PATCH, which wx.request cannot send, goes as POST with `X-HTTP-Method-Override: PATCH`.
+   * Other wx.request options (`timeout`, `dataType`, `responseType`, ...) are passed on;
+   * callbacks are not (use the Promise).
    *
    * @param {{url: string, method?: string, data?: *, header?: object, timeout?: number}} opts
    * @returns {Promise<{statusCode: number, data: *, header: object}>}
@@ -396,7 +617,7 @@ function createAuth(options) {
     opts = opts || {};
     var url;
     try {
-      url = fullUrl(opts.url);
+      url = requestUrl(opts.url);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -405,6 +626,7 @@ function createAuth(options) {
       if (PASSED_ON.indexOf(k) < 0) return;
       extra[k] = opts[k];
     });
+    if (!carriesToken(url)) return send(opts.method, url, opts.data, opts.header, extra);
     return withAuth(function (accessToken) {
       return send(opts.method, url, opts.data, bearer(opts.header, accessToken), extra);
     });

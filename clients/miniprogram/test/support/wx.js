@@ -6,7 +6,9 @@
 // - wx.request / wx.uploadFile do real HTTP and behave as the runtime does: callbacks rather
 //   than Promises, `success` for every HTTP status, `fail` only when the request cannot be
 //   made, JSON bodies parsed (dataType "json"), only the methods wx.request accepts (no PATCH),
-//   uploadFile's `data` left as a string;
+//   uploadFile's `data` left as a string; response header names lower case, or as
+//   `headerName` spells them (the runtime passes them on as the server wrote them on some
+//   platforms and lower-cased on others);
 // - storage is an in-memory map that stores copies, like the real (serialising) storage.
 //
 // Every call is recorded, so tests can count wx.login calls and requests by path.
@@ -42,10 +44,11 @@ function queryString(data) {
 
 /**
  * A `wx` stand-in for one simulated WeChat user of one mini program.
- * @param {{simUrl: string, appId: string, user: string, storage?: Map}} opts
- *   `storage`: share one map between stand-ins to model a relaunch of the same mini program
+ * @param {{simUrl: string, appId: string, user: string, storage?: Map, headerName?: (name: string) => string}} opts
+ *   `storage`: share one map between stand-ins to model a relaunch of the same mini program;
+ *   `headerName`: how wx.request's `res.header` spells each (lower-case) response header name
  */
-function createWx({ simUrl, appId, user, storage }) {
+function createWx({ simUrl, appId, user, storage, headerName }) {
   const store = storage || new Map();
   const calls = { login: 0, requests: [], uploads: [] };
   /** When set, wx.request fails (as with no network) for URLs it returns true for. */
@@ -68,7 +71,7 @@ function createWx({ simUrl, appId, user, storage }) {
       return [false, { errMsg: `request:fail parameter error: method should be one of ${WX_METHODS.join(', ')}` }];
     }
     let url = opts.url;
-    calls.requests.push({ method, path: new URL(url).pathname, header: Object.assign({}, opts.header), data: opts.data });
+    calls.requests.push({ method, url, path: new URL(url).pathname, header: Object.assign({}, opts.header), data: opts.data });
     if (offline && offline(url)) return [false, { errMsg: 'request:fail net::ERR_INTERNET_DISCONNECTED' }];
     const header = Object.assign({}, opts.header);
     if (headerValue(header, 'content-type') === undefined) header['content-type'] = 'application/json';
@@ -100,7 +103,9 @@ function createWx({ simUrl, appId, user, storage }) {
         // the runtime leaves non-JSON text as it is
       }
     }
-    return [true, { statusCode: res.status, data: parsed, header: Object.fromEntries(res.headers), errMsg: 'request:ok' }];
+    const resHeader = {};
+    for (const [name, value] of res.headers) resHeader[headerName ? headerName(name) : name] = value;
+    return [true, { statusCode: res.status, data: parsed, header: resHeader, errMsg: 'request:ok' }];
   }
 
   async function doUpload(opts) {
