@@ -9,6 +9,7 @@
 //!   [`error`]: the one API error type and its JSON shape.
 //! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
+//! - [`jwt`]: signed access tokens, the signing keys and the published key set.
 //! - [`client_ip`]: the client's address behind trusted proxies.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod jwt;
 pub mod seal;
 pub mod startup;
 pub mod state;
