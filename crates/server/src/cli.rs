@@ -1,4 +1,5 @@
-//! The command line: `wxauth demo | serve | migrate | check-config | sim | gen-key`.
+//! The command line: `wxauth demo | serve | migrate | check-config | sim | gen-key |
+//! gen-secret | revoke-sessions | keys`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,11 +7,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::{Clock as _, SystemClock};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::clock::{Clock as _, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::seal::DataKey;
 use crate::startup::Application;
-use crate::{admin, demo, store, telemetry};
+use crate::store::signing_keys::{SigningKeyStore, StoredKey};
+use crate::{admin, demo, jwt, store, telemetry};
 
 /// Login and identity service for WeChat Mini Programs.
 #[derive(Debug, Parser)]
@@ -57,14 +62,40 @@ pub enum Command {
         #[arg(long)]
         user: String,
     },
+    /// Print a new random service secret (base64url of 32 bytes, no padding) for a
+    /// [[services]] entry.
+    GenSecret,
+    /// The JWT signing keys.
+    Keys {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `wxauth keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new current signing key (of tokens.jwt_algorithm); the old one stays published
+    /// until every token it signed has expired.
+    Rotate,
+    /// Show the signing keys: kid, algorithm, when made, current or retiring (until when).
+    List,
 }
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::GenKey = cli.command {
-        println!("{}", DataKey::generate_encoded());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Command::GenKey => {
+            println!("{}", DataKey::generate_encoded());
+            return ExitCode::SUCCESS;
+        }
+        Command::GenSecret => {
+            println!("{}", generate_service_secret());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -113,6 +144,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wechat_sim::run(args).await?;
         }
         Command::GenKey => println!("{}", DataKey::generate_encoded()),
+        Command::GenSecret => println!("{}", generate_service_secret()),
+        Command::Keys { command } => {
+            let config = load(cli.config)?;
+            telemetry::init(&config.log);
+            let resolved = config.resolve().map_err(|problems| {
+                anyhow::anyhow!(
+                    "the configuration has problems:\n- {}",
+                    problems.join("\n- ")
+                )
+            })?;
+            let sql = store::sql::SqlStore::connect(&config.database).await?;
+            let keys = SigningKeyStore::new(&sql);
+            let now = SystemClock.now();
+            match command {
+                KeysCommand::Rotate => {
+                    let access_ttl =
+                        i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(i64::MAX);
+                    let retire_after = jwt::retire_after(now, access_ttl);
+                    let algorithm = config.tokens.jwt_algorithm;
+                    let kid = jwt::rotate(&keys, &resolved.data_key, algorithm, now, retire_after)
+                        .await?;
+                    println!("made the signing key {kid} ({algorithm}); it signs from now on");
+                    println!(
+                        "older keys stay published until {} at the latest; running instances \
+                         switch within {}",
+                        rfc3339(retire_after),
+                        humantime::format_duration(jwt::RELOAD_EVERY)
+                    );
+                }
+                KeysCommand::List => print!("{}", key_table(&keys.all().await?, now)),
+            }
+        }
         Command::RevokeSessions { user } => {
             let config = load(cli.config)?;
             telemetry::init(&config.log);
@@ -134,6 +197,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// 32 random bytes, base64url without padding.
+fn generate_service_secret() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// `wxauth keys list`: one line per key, newest first.
+fn key_table(keys: &[StoredKey], now: i64) -> String {
+    if keys.is_empty() {
+        return "no signing keys yet: the service makes one when it first starts\n".to_owned();
+    }
+    let width = keys.iter().map(|k| k.kid.len()).max().unwrap_or(0).max(3);
+    let mut out = format!(
+        "{:width$}  {:9}  {:20}  STATUS\n",
+        "KID", "ALGORITHM", "CREATED"
+    );
+    for key in keys {
+        let status = match key.retire_after {
+            None => "current".to_owned(),
+            Some(at) if at > now => format!("retiring, published until {}", rfc3339(at)),
+            Some(at) => format!("retired at {}", rfc3339(at)),
+        };
+        out.push_str(&format!(
+            "{:width$}  {:9}  {:20}  {status}\n",
+            key.kid,
+            key.algorithm,
+            rfc3339(key.created_at)
+        ));
+    }
+    out
 }
 
 fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -173,5 +267,49 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    #[test]
+    fn a_service_secret_is_32_random_bytes_in_unpadded_base64url() {
+        let secret = generate_service_secret();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&secret).unwrap().len(), 32);
+        assert!(!secret.contains('='));
+        assert_ne!(secret, generate_service_secret());
+    }
+
+    #[test]
+    fn the_key_table_tells_current_retiring_and_retired_keys_apart() {
+        let key = |kid: &str, generation, retire_after| StoredKey {
+            kid: kid.to_owned(),
+            generation,
+            algorithm: "EdDSA".to_owned(),
+            sealed_private_key: "sealed".to_owned(),
+            public_jwk: "{}".to_owned(),
+            created_at: 1_700_000_000,
+            retire_after,
+        };
+        let table = key_table(
+            &[
+                key("new", 3, None),
+                key("old", 2, Some(1_700_003_600)),
+                key("older", 1, Some(1_699_999_000)),
+            ],
+            1_700_000_000,
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("KID"));
+        assert!(lines[1].starts_with("new  ") && lines[1].ends_with("current"));
+        assert!(lines[2].ends_with("retiring, published until 2023-11-14T23:13:20Z"));
+        assert!(lines[3].contains("retired at"));
+        assert!(!table.contains("sealed"));
+        assert!(key_table(&[], 0).contains("no signing keys yet"));
     }
 }

@@ -21,6 +21,7 @@ use url::Url;
 use wxauth_wechat::{AppCredentials, AppId, AppSecret};
 
 use crate::client_ip::Cidr;
+use crate::jwt::JwtAlgorithm;
 use crate::seal::DataKey;
 
 /// The file read when `--config` is not given, if it exists.
@@ -247,7 +248,8 @@ impl Default for WechatConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
-    /// Lifetime of an access token.
+    /// Lifetime of an access token. When the file leaves it out: 2 h for opaque tokens,
+    /// 10 minutes for JWTs (an offline verifier accepts a revoked JWT until it expires).
     #[serde(with = "duration")]
     pub access_ttl: Duration,
     /// Lifetime of a refresh token; each refresh starts a new one, so this is also how long a
@@ -257,16 +259,50 @@ pub struct TokensConfig {
     /// Longest a session lives however often it is refreshed (the absolute timeout).
     #[serde(with = "duration")]
     pub session_max_age: Duration,
+    /// What access tokens are: "opaque" (random, looked up in the store) or "jwt" (signed,
+    /// verifiable offline against `/.well-known/jwks.json`).
+    pub format: TokenFormat,
+    /// The algorithm of new JWT signing keys: "EdDSA" (Ed25519) or "ES256" (P-256).
+    pub jwt_algorithm: JwtAlgorithm,
+    /// `iss` of the JWTs; defaults to `server.public_url` (without a trailing slash).
+    pub issuer: Option<String>,
+    /// `aud` of the JWTs.
+    pub audience: Vec<String>,
+}
+
+impl TokensConfig {
+    /// The access-token lifetime used when the configuration does not set one.
+    pub fn default_access_ttl(format: TokenFormat) -> Duration {
+        match format {
+            TokenFormat::Opaque => Duration::from_secs(2 * 3600),
+            TokenFormat::Jwt => Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for TokensConfig {
     fn default() -> Self {
         Self {
-            access_ttl: Duration::from_secs(2 * 3600),
+            access_ttl: Self::default_access_ttl(TokenFormat::Opaque),
             refresh_ttl: Duration::from_secs(30 * 86400),
             session_max_age: Duration::from_secs(180 * 86400),
+            format: TokenFormat::Opaque,
+            jwt_algorithm: JwtAlgorithm::EdDSA,
+            issuer: None,
+            audience: vec!["wxauth".to_owned()],
         }
     }
+}
+
+/// What access tokens are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    /// Random strings; only their hash is stored.
+    #[default]
+    Opaque,
+    /// Signed JWTs.
+    Jwt,
 }
 
 /// `[security]`
@@ -367,7 +403,11 @@ impl Config {
             }
         }
         figment = figment.merge(Env::prefixed("WXAUTH_").split("__"));
-        figment.extract().map_err(|err| explain_figment(&err))
+        let mut config: Self = figment.extract().map_err(|err| explain_figment(&err))?;
+        if figment.find_value("tokens.access_ttl").is_err() {
+            config.tokens.access_ttl = TokensConfig::default_access_ttl(config.tokens.format);
+        }
+        Ok(config)
     }
 
     /// Reads the secrets and checks everything the types cannot, reporting every problem.
@@ -455,6 +495,21 @@ impl Config {
         }
         if self.tokens.session_max_age < self.tokens.access_ttl {
             problems.push("tokens.session_max_age must be at least tokens.access_ttl".to_owned());
+        }
+
+        if self.tokens.audience.is_empty() || self.tokens.audience.iter().any(String::is_empty) {
+            problems.push(
+                "tokens.audience must list at least one audience, none of them empty".to_owned(),
+            );
+        }
+        if self
+            .tokens
+            .issuer
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            problems
+                .push("tokens.issuer must not be empty (leave it out for public_url)".to_owned());
         }
 
         let mut trusted_proxies = Vec::new();
@@ -581,6 +636,57 @@ mod tests {
         let url = DatabaseUrl::from("mysql://wxauth:hunter2@db:3306/wxauth");
         assert!(!format!("{url:?}").contains("hunter2"));
         assert_eq!(url.expose(), "mysql://wxauth:hunter2@db:3306/wxauth");
+    }
+
+    fn load_toml(text: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path)).unwrap()
+    }
+
+    #[test]
+    fn jwt_access_tokens_live_ten_minutes_unless_the_file_says_otherwise() {
+        let jwt = load_toml("[tokens]\nformat = \"jwt\"\n");
+        assert_eq!(jwt.tokens.format, TokenFormat::Jwt);
+        assert_eq!(jwt.tokens.access_ttl, Duration::from_secs(600));
+        assert_eq!(jwt.tokens.jwt_algorithm, JwtAlgorithm::EdDSA);
+        assert_eq!(jwt.tokens.audience, ["wxauth"]);
+
+        let explicit = load_toml("[tokens]\nformat = \"jwt\"\naccess_ttl = \"1h\"\n");
+        assert_eq!(explicit.tokens.access_ttl, Duration::from_secs(3600));
+
+        let opaque = load_toml("[tokens]\nrefresh_ttl = \"7d\"\n");
+        assert_eq!(opaque.tokens.format, TokenFormat::Opaque);
+        assert_eq!(opaque.tokens.access_ttl, Duration::from_secs(7200));
+
+        let es256 = load_toml(
+            "[tokens]\njwt_algorithm = \"ES256\"\nissuer = \"https://id.example.com\"\n\
+             audience = [\"orders\", \"payments\"]\n",
+        );
+        assert_eq!(es256.tokens.jwt_algorithm, JwtAlgorithm::ES256);
+        assert_eq!(
+            es256.tokens.issuer.as_deref(),
+            Some("https://id.example.com")
+        );
+        assert_eq!(es256.tokens.audience, ["orders", "payments"]);
+    }
+
+    #[test]
+    fn an_unknown_jwt_algorithm_or_an_empty_audience_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, "[tokens]\njwt_algorithm = \"HS256\"\n").unwrap();
+        let problem = Config::load(Some(&path)).unwrap_err();
+        assert!(problem.contains("HS256"), "{problem}");
+
+        let mut config = Config::default();
+        config.tokens.audience = Vec::new();
+        let problems = config.resolve().unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("tokens.audience")),
+            "{problems:?}"
+        );
     }
 
     #[test]

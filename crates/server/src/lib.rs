@@ -12,6 +12,7 @@
 //! - [`model`]: persons, profiles, phones, identities, as the stores give them.
 //! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
+//! - [`jwt`]: signed access tokens, the signing keys and the published key set.
 //! - [`client_ip`]: the client's address behind trusted proxies.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod jwt;
 pub mod model;
 pub mod seal;
 pub mod service;

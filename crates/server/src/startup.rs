@@ -13,9 +13,11 @@ use wxauth_wechat::{ClientConfig, WechatClient};
 
 use crate::api;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, TokensConfig};
+use crate::jwt::{JwtSettings, KeyRing};
 use crate::state::{AppState, Inner, Lifetimes, Media};
 use crate::store;
+use crate::store::signing_keys::SigningKeyStore;
 
 /// How often expired tokens and sessions are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -88,6 +90,18 @@ impl Application {
             }
         };
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let keys = KeyRing::load(
+            SigningKeyStore::new(&stores.sql),
+            resolved.data_key.clone(),
+            JwtSettings {
+                issuer: issuer(&config.tokens, &public_url),
+                audience: config.tokens.audience.clone(),
+                algorithm: config.tokens.jwt_algorithm,
+                access_ttl: secs(config.tokens.access_ttl),
+            },
+            clock.clone(),
+        )
+        .await?;
         let state = AppState::new(Inner {
             apps,
             default_app,
@@ -103,6 +117,7 @@ impl Application {
             watermark_max_age: Some(config.security.watermark_max_age).filter(|d| !d.is_zero()),
             wechat_timeout: config.wechat.timeout,
             client_ip: crate::client_ip::ClientIp::new(resolved.trusted_proxies),
+            keys,
             media: Media {
                 dir: config.storage.media_dir.clone(),
                 max_bytes: config.storage.avatar_max_bytes,
@@ -142,6 +157,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
+        let reload_keys = tokio::spawn(self.state.keys.clone().reload_loop());
         let app = api::router(self.state);
         let result = axum::serve(
             self.listener,
@@ -150,7 +166,16 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         purge.abort();
+        reload_keys.abort();
         result
+    }
+}
+
+/// `tokens.issuer`, or the public URL without its trailing slash.
+pub fn issuer(tokens: &TokensConfig, public_url: &url::Url) -> String {
+    match &tokens.issuer {
+        Some(issuer) => issuer.trim().to_owned(),
+        None => public_url.as_str().trim_end_matches('/').to_owned(),
     }
 }
 

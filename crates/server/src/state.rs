@@ -40,6 +40,8 @@ pub struct Inner {
     pub client_ip: crate::client_ip::ClientIp,
     /// The WeChat call timeout (how long to wait for a concurrent exchange of one code).
     pub wechat_timeout: Duration,
+    /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
+    pub keys: crate::jwt::KeyRing,
 }
 
 /// Where uploads go and how they are reached.

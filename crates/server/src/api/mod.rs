@@ -4,6 +4,7 @@ pub mod auth;
 pub mod health;
 pub mod me;
 mod views;
+pub mod wellknown;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(me::router(state.media.max_bytes))
         .merge(health::router())
+        .merge(wellknown::router())
         .nest_service("/media", media)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -8,6 +8,7 @@
 //! config.
 
 pub mod redis;
+pub mod signing_keys;
 pub mod sql;
 pub mod wechat_tokens;
 
