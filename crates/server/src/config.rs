@@ -45,6 +45,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// The mini programs this service logs users into.
     pub apps: Vec<AppConfig>,
+    /// The team's own services that may introspect tokens (HTTP Basic, `name:secret`).
+    pub services: Vec<ServiceConfig>,
     /// Uploaded files.
     pub storage: StorageConfig,
     /// Logging.
@@ -345,6 +347,24 @@ pub struct AppConfig {
     pub secret_env: Option<String>,
 }
 
+/// One `[[services]]` entry: a backend of the team's (orders, payments, ...) allowed to call
+/// `POST /v1/introspect` with HTTP Basic `name:secret` (`wxauth gen-secret` makes a secret).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The service's name: the Basic user name.
+    pub name: String,
+    /// Its secret, inline (prefer `secret_file` or `secret_env`).
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    /// A file holding the secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -383,6 +403,8 @@ pub struct Resolved {
     pub data_key: DataKey,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The team's services, with their secrets.
+    pub services: Vec<(String, SecretString)>,
 }
 
 impl Config {
@@ -437,6 +459,30 @@ impl Config {
                     apps.push(creds);
                 }
                 Err(problem) => problems.push(format!("apps[{i}]: {problem}")),
+            }
+        }
+
+        let mut services: Vec<(String, SecretString)> = Vec::with_capacity(self.services.len());
+        for (i, service) in self.services.iter().enumerate() {
+            let name = service.name.trim();
+            if name.is_empty() || name.contains(':') {
+                problems.push(format!(
+                    "services[{i}]: name must be non-empty and without ':' (it is the Basic user)"
+                ));
+                continue;
+            }
+            if services.iter().any(|(known, _)| known == name) {
+                problems.push(format!("services[{i}]: the name {name} is listed twice"));
+            }
+            let owner = format!("service {name}");
+            match resolve_secret(
+                &owner,
+                service.secret.as_ref(),
+                service.secret_file.as_deref(),
+                service.secret_env.as_deref(),
+            ) {
+                Ok(secret) => services.push((name.to_owned(), SecretString::from(secret))),
+                Err(problem) => problems.push(format!("services[{i}]: {problem}")),
             }
         }
 
@@ -525,6 +571,7 @@ impl Config {
                 apps,
                 data_key,
                 trusted_proxies,
+                services,
             }),
             _ => Err(problems),
         }
@@ -565,6 +612,35 @@ fn resolve_app(app: &AppConfig) -> Result<AppCredentials, String> {
         return Err(format!("the secret of app {app_id} is empty"));
     }
     Ok(AppCredentials::new(app_id, AppSecret::new(secret)))
+}
+
+/// Reads a secret given inline, in a file, or in an environment variable (exactly one).
+fn resolve_secret(
+    owner: &str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<String, String> {
+    let secret = match (inline, file, env) {
+        (Some(secret), None, None) => secret.expose_secret().trim().to_owned(),
+        (None, Some(path), None) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None, Some(var)) => std::env::var(var)
+            .map_err(|_| format!("the environment variable {var} (secret_env) is not set"))?
+            .trim()
+            .to_owned(),
+        _ => {
+            return Err(format!(
+                "{owner} needs exactly one of secret, secret_file or secret_env"
+            ));
+        }
+    };
+    if secret.is_empty() {
+        return Err(format!("the secret of {owner} is empty"));
+    }
+    Ok(secret)
 }
 
 fn resolve_data_key(security: &SecurityConfig) -> Result<DataKey, String> {

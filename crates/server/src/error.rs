@@ -44,6 +44,9 @@ pub enum ApiError {
     /// No usable credentials.
     #[error("unauthorized")]
     Unauthorized(&'static str),
+    /// A service's credentials (HTTP Basic) are missing or wrong.
+    #[error("invalid client")]
+    InvalidClient,
     /// The token (or its session) expired.
     #[error("token expired")]
     TokenExpired,
@@ -132,6 +135,12 @@ impl ApiError {
             E::Unauthorized(message) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", (*message).into())
             }
+            E::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "send the service's credentials as HTTP Basic name:secret (a [[services]] entry)"
+                    .into(),
+            ),
             E::TokenExpired => (
                 StatusCode::UNAUTHORIZED,
                 "token_expired",
@@ -270,6 +279,7 @@ impl ApiError {
         };
         let www = match self {
             E::Unauthorized(_) => Some("Bearer realm=\"wxauth\"".to_owned()),
+            E::InvalidClient => Some("Basic realm=\"wxauth\"".to_owned()),
             E::TokenExpired => Some(challenge("token_expired")),
             E::TokenRevoked => Some(challenge("token_revoked")),
             _ => None,

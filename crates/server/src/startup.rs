@@ -118,6 +118,8 @@ impl Application {
             wechat_timeout: config.wechat.timeout,
             client_ip: crate::client_ip::ClientIp::new(resolved.trusted_proxies),
             keys,
+            token_format: config.tokens.format,
+            services: crate::service::clients::ServiceClients::new(&resolved.services),
             media: Media {
                 dir: config.storage.media_dir.clone(),
                 max_bytes: config.storage.avatar_max_bytes,

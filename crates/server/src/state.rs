@@ -40,6 +40,10 @@ pub struct Inner {
     pub client_ip: crate::client_ip::ClientIp,
     /// The WeChat call timeout (how long to wait for a concurrent exchange of one code).
     pub wechat_timeout: Duration,
+    /// What access tokens are minted as.
+    pub token_format: crate::config::TokenFormat,
+    /// The team's services allowed to introspect tokens.
+    pub services: crate::service::clients::ServiceClients,
     /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
     pub keys: crate::jwt::KeyRing,
 }

@@ -57,6 +57,11 @@ impl NewToken {
         let mut value = String::with_capacity(prefix.len() + 43);
         value.push_str(prefix);
         URL_SAFE_NO_PAD.encode_string(random, &mut value);
+        Self::from_value(value)
+    }
+
+    /// A token made elsewhere (a signed JWT), with its hash.
+    pub fn from_value(value: String) -> Self {
         let hash = TokenHash::of(&value);
         Self { value, hash }
     }

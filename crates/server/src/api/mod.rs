@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod health;
 pub mod me;
+pub mod services;
 mod views;
 pub mod wellknown;
 
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(me::router(state.media.max_bytes))
         .merge(health::router())
         .merge(wellknown::router())
+        .merge(services::router())
         .nest_service("/media", media)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -66,7 +66,16 @@ pub async fn login(
             people::merge,
         )
         .await?;
-    let tokens = open_session(state, &app.app_id, &wx.openid, &wx.session_key, meta, now).await?;
+    let tokens = open_session(
+        state,
+        &outcome.user,
+        &app.app_id,
+        &wx.openid,
+        &wx.session_key,
+        meta,
+        now,
+    )
+    .await?;
     tracing::info!(
         app_id = %app.app_id,
         user_id = %outcome.user.id,
@@ -193,6 +202,7 @@ async fn exchange_claimed(
 /// Stores a new session for the identity and mints its first token pair.
 async fn open_session(
     state: &AppState,
+    user: &User,
     app_id: &AppId,
     openid: &OpenId,
     session_key: &SessionKey,
@@ -213,7 +223,11 @@ async fn open_session(
         user_agent: meta.user_agent,
         ip: meta.ip,
     };
-    let (pair, access, refresh) = sessions::mint_pair(state, now, expires_at);
+    let subject = sessions::Subject {
+        user,
+        session: &session,
+    };
+    let (pair, access, refresh) = sessions::mint_pair(state, now, expires_at, Some(&subject));
     state
         .stores
         .sessions

@@ -4,7 +4,9 @@
 use serde::Serialize;
 use wxauth_wechat::{AppId, OpenId, SessionKey, UnionId};
 
+use crate::config::TokenFormat;
 use crate::error::ApiError;
+use crate::jwt;
 use crate::model::{User, UserId};
 use crate::state::AppState;
 use crate::store::{AccessCheck, RefreshOutcome, Session, StoreError, Stores, TokenEntry};
@@ -23,6 +25,8 @@ pub struct Principal {
     pub openid: OpenId,
     /// The person across mini programs, once known.
     pub unionid: Option<UnionId>,
+    /// When the token was issued (Unix seconds; for opaque tokens, as their lifetime implies).
+    pub issued_at: i64,
     /// When the token expires (Unix seconds).
     pub expires_at: i64,
 }
@@ -53,9 +57,17 @@ pub struct TokenPair {
     pub refresh_expires_in: i64,
 }
 
-/// Authenticates a bearer token: a live token of a live session of an existing person.
+/// Authenticates a bearer token: a live token of a live session of an existing person. The
+/// session is marked as used (at most once a minute).
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    if !token.starts_with(ACCESS_PREFIX) {
+    let caller = resolve(state, token).await?;
+    state.touch_later(&caller.session, state.now());
+    Ok(caller)
+}
+
+/// What a token is, without touching its session (introspection never extends a session).
+pub async fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if !looks_like_access_token(token) {
         return Err(ApiError::Unauthorized("the access token is not valid"));
     }
     let now = state.now();
@@ -83,7 +95,6 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         .ok_or(ApiError::Unauthorized(
             "the user of this session no longer exists",
         ))?;
-    state.touch_later(&session, now);
     Ok(Caller {
         principal: Principal {
             user_id: user.id.clone(),
@@ -91,6 +102,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
             app_id: session.app_id.clone(),
             openid: session.openid.clone(),
             unionid: user.unionid.clone(),
+            issued_at: (expires_at - state.lifetimes.access).max(session.created_at),
             expires_at,
         },
         session,
@@ -98,16 +110,51 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
     })
 }
 
-/// Mints an access/refresh pair that ends no later than the session.
+/// Opaque tokens carry their prefix; JWTs are three dot-separated parts. Anything else is not
+/// worth a store read.
+fn looks_like_access_token(token: &str) -> bool {
+    token.len() <= 4096
+        && (token.starts_with(ACCESS_PREFIX)
+            || (token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2))
+}
+
+/// Whom a new pair of tokens is for (a JWT names them; an opaque token does not need to).
+pub struct Subject<'a> {
+    /// The person.
+    pub user: &'a User,
+    /// The session.
+    pub session: &'a Session,
+}
+
+/// Mints an access/refresh pair that ends no later than the session: the access token is a
+/// JWT when so configured (it then needs its `subject`), else opaque; either way only its
+/// hash is stored.
 pub fn mint_pair(
     state: &AppState,
     now: i64,
     session_end: i64,
+    subject: Option<&Subject<'_>>,
 ) -> (TokenPair, TokenEntry, TokenEntry) {
-    let access = NewToken::generate(ACCESS_PREFIX);
-    let refresh = NewToken::generate(REFRESH_PREFIX);
     let access_exp = (now + state.lifetimes.access).min(session_end);
     let refresh_exp = (now + state.lifetimes.refresh).min(session_end);
+    let access = match (state.token_format, subject) {
+        (TokenFormat::Opaque, _) | (TokenFormat::Jwt, None) => NewToken::generate(ACCESS_PREFIX),
+        (TokenFormat::Jwt, Some(subject)) => {
+            let mut claims = state.keys.claims(
+                jwt::Subject {
+                    user_id: subject.user.id.as_str(),
+                    session_id: &subject.session.id,
+                    app_id: subject.session.app_id.as_str(),
+                    openid: subject.session.openid.as_str(),
+                    unionid: subject.user.unionid.as_ref().map(UnionId::as_str),
+                },
+                now,
+            );
+            claims.exp = access_exp;
+            NewToken::from_value(state.keys.sign(&claims))
+        }
+    };
+    let refresh = NewToken::generate(REFRESH_PREFIX);
     let pair = TokenPair {
         access_token: access.value,
         token_type: "Bearer",
@@ -133,13 +180,39 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair,
     if !refresh_token.starts_with(REFRESH_PREFIX) {
         return Err(ApiError::Unauthorized("the refresh token is not valid"));
     }
+    let hash = TokenHash::of(refresh_token);
     let now = state.now();
-    // Lifetimes are capped to the session's end inside the store, which knows it.
-    let (mut pair, access, refresh) = mint_pair(state, now, i64::MAX);
+    let (mut pair, access, refresh) = match state.token_format {
+        // Lifetimes are capped to the session's end inside the store, which knows it.
+        TokenFormat::Opaque => mint_pair(state, now, i64::MAX, None),
+        // A JWT names its person and session, so find them first; the rotation below still
+        // decides, atomically, whether this refresh wins.
+        TokenFormat::Jwt => {
+            let session = state
+                .stores
+                .sessions
+                .session_of_refresh(&hash)
+                .await?
+                .ok_or(ApiError::Unauthorized("the refresh token is not valid"))?;
+            let user = state
+                .stores
+                .users
+                .user_by_identity(&session.app_id, &session.openid)
+                .await?
+                .ok_or(ApiError::Unauthorized(
+                    "the user of this session no longer exists",
+                ))?;
+            let subject = Subject {
+                user: &user,
+                session: &session,
+            };
+            mint_pair(state, now, session.expires_at, Some(&subject))
+        }
+    };
     let outcome = state
         .stores
         .sessions
-        .rotate(&TokenHash::of(refresh_token), access, refresh, now)
+        .rotate(&hash, access, refresh, now)
         .await?;
     match outcome {
         RefreshOutcome::Rotated(session) => {

@@ -194,6 +194,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Looks an access token up (one round trip).
     async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError>;
 
+    /// The session a refresh token belongs to, whatever its state (to name it in a new JWT
+    /// before the rotation decides).
+    async fn session_of_refresh(&self, refresh: &TokenHash) -> Result<Option<Session>, StoreError>;
+
     /// Uses a refresh token once: on success stores the new pair; a second use revokes the
     /// session.
     async fn rotate(

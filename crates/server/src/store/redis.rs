@@ -38,11 +38,11 @@ const SESSION_FIELDS: [&str; 9] = [
     "ip",
 ];
 
-/// KEYS[1] = token key; ARGV[1] = session key prefix.
+/// KEYS[1] = token key; ARGV[1] = session key prefix, ARGV[2] = the token kind ('a', 'r').
 /// Returns [] or {sid, token exp, the nine session fields}.
 const AUTHENTICATE: &str = r"
 local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp')
-if not t[1] or t[2] ~= 'a' then return {} end
+if not t[1] or t[2] ~= ARGV[2] then return {} end
 local s = redis.call('HMGET', ARGV[1] .. t[1], 'app_id', 'openid', 'sk', 'created_at',
   'last_seen_at', 'expires_at', 'revoked_at', 'ua', 'ip')
 if not s[1] then return {} end
@@ -196,6 +196,28 @@ impl RedisSessionStore {
         format!("{}i:{app_id}:{openid}", self.prefix)
     }
 
+    /// A token of `kind` with its session and its expiry, in one round trip.
+    async fn token_with_session(
+        &self,
+        token: &TokenHash,
+        kind: &str,
+    ) -> Result<Option<(Session, i64)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<Option<String>> = self
+            .authenticate
+            .key(self.token_key(token))
+            .arg(format!("{}s:", self.prefix))
+            .arg(kind)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let [sid, token_exp, rest @ ..] = reply.as_slice() else {
+            return Ok(None);
+        };
+        let session = session_from_fields(sid.as_deref(), rest)?;
+        Ok(Some((session, parse_i64(token_exp.as_deref())?)))
+    }
+
     async fn set_field(
         &self,
         session_id: &str,
@@ -297,20 +319,17 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Vec<Option<String>> = self
-            .authenticate
-            .key(self.token_key(access))
-            .arg(format!("{}s:", self.prefix))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        let [sid, token_exp, rest @ ..] = reply.as_slice() else {
-            return Ok(AccessCheck::Unknown);
-        };
-        let session = session_from_fields(sid.as_deref(), rest)?;
-        let token_exp = parse_i64(token_exp.as_deref())?;
-        Ok(AccessCheck::judge(session, token_exp, now))
+        Ok(match self.token_with_session(access, "a").await? {
+            Some((session, token_exp)) => AccessCheck::judge(session, token_exp, now),
+            None => AccessCheck::Unknown,
+        })
+    }
+
+    async fn session_of_refresh(&self, refresh: &TokenHash) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .token_with_session(refresh, "r")
+            .await?
+            .map(|(session, _)| session))
     }
 
     async fn rotate(

@@ -14,4 +14,5 @@ mod errors;
 mod me;
 mod people;
 mod profile;
+mod services;
 mod sessions;

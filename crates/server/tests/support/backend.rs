@@ -176,6 +176,39 @@ impl TestBackend {
         }
     }
 
+    /// When each session was last seen, in a stable order.
+    pub async fn session_last_seen(&self) -> Vec<i64> {
+        let mut seen: Vec<i64> = if let Some(url) = &self.redis_url {
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            for key in self.redis_keys("s:").await {
+                let at: String = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("last_seen_at")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                seen.push(at.parse().unwrap());
+            }
+            seen
+        } else {
+            let pool = self.pool().await;
+            sqlx::query("SELECT last_seen_at FROM sessions")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get(0).unwrap())
+                .collect()
+        };
+        seen.sort_unstable();
+        seen
+    }
+
     /// The client addresses recorded on the sessions.
     pub async fn session_ips(&self) -> Vec<Option<String>> {
         if let Some(url) = &self.redis_url {

@@ -224,6 +224,24 @@ impl SessionStore for SqlStore {
         Ok(AccessCheck::judge(session, token_expires_at, now))
     }
 
+    async fn session_of_refresh(&self, refresh: &TokenHash) -> Result<Option<Session>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.hash = ? AND t.kind = 'refresh'"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(refresh.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(session_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
     async fn rotate(
         &self,
         refresh: &TokenHash,
