@@ -15,3 +15,4 @@ mod me;
 mod people;
 mod profile;
 mod sessions;
+mod wechat_errors;
