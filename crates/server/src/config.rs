@@ -951,8 +951,10 @@ mod tests {
 
     #[test]
     fn a_malformed_app_id_is_refused_naming_the_entry() {
-        let mut config = Config::default();
-        config.apps = vec![app("wx0123456789abcdef"), app("wx12345")];
+        let config = Config {
+            apps: vec![app("wx0123456789abcdef"), app("wx12345")],
+            ..Config::default()
+        };
         let problems = config.resolve().unwrap_err();
         assert!(
             problems
@@ -969,8 +971,10 @@ mod tests {
     #[test]
     fn an_app_secret_given_as_the_app_id_is_not_echoed() {
         let secret = "0123456789abcdef0123456789abcdef";
-        let mut config = Config::default();
-        config.apps = vec![app(secret)];
+        let config = Config {
+            apps: vec![app(secret)],
+            ..Config::default()
+        };
         let problems = config.resolve().unwrap_err();
         assert!(
             problems.iter().any(|p| p.contains("AppSecret")),
