@@ -216,7 +216,12 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
             "sessions",
             format!("redis {} (not checked: --offline)", url.masked()),
         )),
-        (SessionStoreKind::Redis, _) => take(check::redis(&config.sessions).await, &mut facts),
+        (SessionStoreKind::Redis, None) => {
+            facts.push(("sessions", "redis (sessions.redis_url not set)".to_owned()));
+        }
+        (SessionStoreKind::Redis, Some(_)) => {
+            take(check::redis(&config.sessions).await, &mut facts);
+        }
     }
 
     facts.push(("wechat", config.wechat.api_base.to_string()));

@@ -628,7 +628,7 @@ fn explain_one(err: &figment::Error) -> String {
     match metadata.and_then(|m| m.source.as_ref()) {
         Some(figment::Source::File(file)) => unknown_in_file(parent, found, expected, file),
         _ if metadata.is_some_and(|m| m.name.contains("environment variable")) => {
-            unknown_variable(parent, found, expected)
+            unknown_variable(parent, found, expected, &config_variables())
         }
         _ => err.to_string(),
     }
@@ -679,17 +679,46 @@ fn unknown_in_file(parent: &[String], found: &str, expected: &[&str], file: &Pat
     format!("{what} ({known}: {})", expected.join(", "))
 }
 
-fn unknown_variable(parent: &[String], found: &str, expected: &[&str]) -> String {
+/// `vars` are the names of the `WXAUTH_*` variables set: figment reports the first unknown
+/// level of a key, and the variable itself may go deeper (`WXAUTH_SESSION__STORE`).
+fn unknown_variable(parent: &[String], found: &str, expected: &[&str], vars: &[String]) -> String {
     let name = |path: &[&str]| format!("{ENV_PREFIX}{}", path.join("__")).to_ascii_uppercase();
     let mut path: Vec<&str> = parent.iter().map(String::as_str).collect();
     path.push(found);
-    let what = format!(
-        "unknown environment variable {}: it names no configuration key",
-        name(&path)
-    );
+    // `WXAUTH_APPS='[{app_id = "...", secrte = "..."}]'`: a key inside a list entry.
+    let entry = path
+        .iter()
+        .enumerate()
+        .find_map(|(at, p)| Some((at, p.parse::<usize>().ok()?)));
+    if let Some((at, index)) = entry {
+        let what = format!(
+            "unknown key `{found}` in entry {} of {}",
+            index + 1,
+            name(&path[..at])
+        );
+        return match closest(found, expected) {
+            Some(near) => format!("{what} (did you mean `{near}`?)"),
+            None => format!("{what} (known keys: {})", expected.join(", ")),
+        };
+    }
+    let written = vars.iter().find_map(|var| {
+        let components: Vec<String> = var
+            .get(ENV_PREFIX.len()..)?
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let matches =
+            components.len() >= path.len() && components.iter().zip(&path).all(|(c, p)| c == p);
+        matches.then(|| (var.as_str(), components[path.len()..].to_vec()))
+    });
+    let (shown, rest) = match &written {
+        Some((var, rest)) => ((*var).to_owned(), rest.clone()),
+        None => (name(&path), Vec::new()),
+    };
+    let what = format!("unknown environment variable {shown}: it names no configuration key");
     let mut suggestion = None;
     // `WXAUTH_DATABASE_URL`: one underscore where the section ends needs two.
-    if parent.is_empty() {
+    if parent.is_empty() && rest.is_empty() {
         suggestion = found.match_indices('_').find_map(|(at, _)| {
             let (section, key) = (&found[..at], &found[at + 1..]);
             let section = expected.iter().find(|s| s.eq_ignore_ascii_case(section))?;
@@ -702,6 +731,7 @@ fn unknown_variable(parent: &[String], found: &str, expected: &[&str]) -> String
     {
         path.pop();
         path.push(near);
+        path.extend(rest.iter().map(String::as_str));
         suggestion = Some(name(&path));
     }
     match suggestion {
@@ -712,6 +742,17 @@ fn unknown_variable(parent: &[String], found: &str, expected: &[&str]) -> String
             expected.join(", ")
         ),
     }
+}
+
+/// The names of the `WXAUTH_*` variables set.
+fn config_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| {
+            key.get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+        })
+        .collect()
 }
 
 /// The nearest known name, if one is near enough to be a typo of `found`.
@@ -858,16 +899,26 @@ mod tests {
         );
     }
 
+    const SECTIONS: [&str; 5] = ["server", "database", "sessions", "tokens", "apps"];
+
+    fn vars(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     #[test]
     fn a_variable_with_one_underscore_after_the_section_suggests_two() {
-        let sections = ["server", "database", "sessions", "tokens"];
         assert_eq!(
-            unknown_variable(&[], "database_url", &sections),
+            unknown_variable(
+                &[],
+                "database_url",
+                &SECTIONS,
+                &vars(&["WXAUTH_DATABASE_URL"])
+            ),
             "unknown environment variable WXAUTH_DATABASE_URL: it names no configuration key \
              (did you mean `WXAUTH_DATABASE__URL`?)"
         );
         assert!(
-            unknown_variable(&[], "sessions_redis_url", &sections)
+            unknown_variable(&[], "sessions_redis_url", &SECTIONS, &[])
                 .ends_with("(did you mean `WXAUTH_SESSIONS__REDIS_URL`?)")
         );
     }
@@ -876,16 +927,46 @@ mod tests {
     fn a_misspelled_variable_suggests_the_nearest_key_at_its_level() {
         let keys = ["access_ttl", "refresh_ttl", "session_max_age"];
         assert!(
-            unknown_variable(&["tokens".to_owned()], "acess_ttl", &keys)
-                .ends_with("(did you mean `WXAUTH_TOKENS__ACCESS_TTL`?)")
+            unknown_variable(
+                &["tokens".to_owned()],
+                "acess_ttl",
+                &keys,
+                &vars(&["WXAUTH_TOKENS__ACESS_TTL"])
+            )
+            .ends_with("(did you mean `WXAUTH_TOKENS__ACCESS_TTL`?)")
         );
-        let sections = ["server", "database", "sessions"];
-        assert!(
-            unknown_variable(&[], "session", &sections).contains("`WXAUTH_SESSIONS`"),
-            "a section alone is still the nearest name"
-        );
-        let unrelated = unknown_variable(&[], "colour", &sections);
+        let unrelated = unknown_variable(&[], "colour", &SECTIONS, &vars(&["WXAUTH_COLOUR"]));
         assert!(unrelated.contains("WXAUTH_<SECTION>__<KEY>"), "{unrelated}");
+    }
+
+    #[test]
+    fn a_misspelled_section_in_a_variable_keeps_the_rest_of_its_name() {
+        let said = unknown_variable(
+            &[],
+            "session",
+            &SECTIONS,
+            &vars(&["WXAUTH_DATABASE__URL", "WXAUTH_SESSION__STORE"]),
+        );
+        assert_eq!(
+            said,
+            "unknown environment variable WXAUTH_SESSION__STORE: it names no configuration key \
+             (did you mean `WXAUTH_SESSIONS__STORE`?)"
+        );
+    }
+
+    #[test]
+    fn a_misspelled_key_inside_a_list_variable_names_the_entry() {
+        let keys = ["app_id", "secret", "secret_file", "secret_env"];
+        let said = unknown_variable(
+            &["apps".to_owned(), "0".to_owned()],
+            "secrte",
+            &keys,
+            &vars(&["WXAUTH_APPS"]),
+        );
+        assert_eq!(
+            said,
+            "unknown key `secrte` in entry 1 of WXAUTH_APPS (did you mean `secret`?)"
+        );
     }
 
     #[test]

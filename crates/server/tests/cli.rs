@@ -280,6 +280,26 @@ fn a_wxauth_variable_that_names_no_key_is_refused_with_a_hint() {
         "the value is not echoed: {said}"
     );
 
+    let output = wxauth(
+        dir.path(),
+        &["check-config"],
+        &[
+            SECRET,
+            (
+                "WXAUTH_APPS",
+                "[{app_id=\"wx1234567890abcdef\",secret_envv=\"MY_APP_SECRET\"}]",
+            ),
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains(
+            "unknown key `secret_envv` in entry 1 of WXAUTH_APPS (did you mean `secret_env`?)"
+        ),
+        "{}",
+        text(&output)
+    );
+
     // The client tests' own variables are not config keys and are let through.
     let output = wxauth(
         dir.path(),
@@ -681,7 +701,7 @@ fn serve_refuses_a_redis_that_may_evict_keys_unless_allowed() {
 }
 
 #[test]
-fn a_managed_redis_without_config_is_judged_by_its_info() {
+fn a_redis_without_config_is_judged_by_its_info_and_one_without_either_starts_with_a_warning() {
     let test = "eviction policy through INFO";
     let Some(lru) = PrivateRedis::start(
         test,
@@ -729,6 +749,34 @@ fn a_managed_redis_without_config_is_judged_by_its_info() {
     );
     assert!(listening, "{log}");
     assert!(!log.contains("evict"), "{log}");
+
+    // Neither CONFIG nor INFO: the policy cannot be known, so the service warns and starts.
+    let Some(mute) = PrivateRedis::start(
+        test,
+        &[
+            "--rename-command",
+            "CONFIG",
+            "",
+            "--rename-command",
+            "INFO",
+            "",
+        ],
+    ) else {
+        return;
+    };
+    let (log, listening) = serve_until_listening(
+        dir.path(),
+        &[
+            SECRET,
+            ("WXAUTH_SESSIONS__STORE", "redis"),
+            ("WXAUTH_SESSIONS__REDIS_URL", mute.url.as_str()),
+        ],
+    );
+    assert!(listening, "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("cannot read the maxmemory-policy"),
+        "{log}"
+    );
 }
 
 #[test]
