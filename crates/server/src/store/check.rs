@@ -8,18 +8,12 @@ use std::time::Duration;
 use sqlx::AnyConnection;
 use sqlx::Connection as _;
 use sqlx::any::AnyConnectOptions;
-use sqlx::migrate::{Migrate as _, Migrator};
+use sqlx::migrate::Migrate as _;
 use url::Url;
 
 use super::redis::{judge_eviction, maxmemory_policy};
-use super::sql::Dialect;
-use crate::config::{DatabaseConfig, SessionsConfig, duration};
-
-// The same migrations the SQL store applies; embedded here too so that checking never needs a
-// store (which would apply them).
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+use super::sql::migrator;
+use crate::config::{DatabaseConfig, Dialect, SessionsConfig, duration};
 
 /// What one check found: lines to show, and problems (each a sentence with its fix).
 #[derive(Debug, Default)]
@@ -237,12 +231,7 @@ async fn server_version(conn: &mut AnyConnection, dialect: Dialect) -> Option<St
 }
 
 fn known(dialect: Dialect) -> Vec<&'static sqlx::migrate::Migration> {
-    let migrator = match dialect {
-        Dialect::Sqlite => &SQLITE_MIGRATIONS,
-        Dialect::MySql => &MYSQL_MIGRATIONS,
-        Dialect::Postgres => &POSTGRES_MIGRATIONS,
-    };
-    migrator
+    migrator(dialect)
         .iter()
         .filter(|m| !m.migration_type.is_down_migration())
         .collect()
