@@ -11,9 +11,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::clock::{Clock as _, SystemClock, rfc3339};
-use crate::config::Config;
+use crate::config::{Config, DatabaseConfig, SessionStoreKind, duration, is_app_id};
 use crate::seal::DataKey;
 use crate::startup::Application;
+use crate::store::check;
 use crate::store::signing_keys::{SigningKeyStore, StoredKey};
 use crate::{admin, demo, jwt, store, telemetry};
 
@@ -50,8 +51,12 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Check the configuration and explain every problem.
-    CheckConfig,
+    /// Check the configuration, connect to the database and Redis, and explain every problem.
+    CheckConfig {
+        /// Check the configuration only: do not connect to the database or Redis.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Run the WeChat simulator alone.
     Sim(wechat_sim::Args),
     /// Print a new random data key (base64 of 32 bytes) for security.data_key.
@@ -86,6 +91,10 @@ pub enum KeysCommand {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(refusal) = config_not_read(&cli) {
+        eprintln!("error: {refusal}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::GenKey => {
             println!("{}", DataKey::generate_encoded());
@@ -116,6 +125,31 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--config` is global, but `demo`, `sim` and `gen-key` read no configuration: saying so beats
+/// silently running with settings other than the ones the file holds.
+fn config_not_read(cli: &Cli) -> Option<String> {
+    let file = cli.config.as_ref()?;
+    let (command, instead) = match cli.command {
+        Command::Demo { .. } => (
+            "demo",
+            "it runs with its own settings (a built-in simulator, SQLite and a demo key); \
+             its options are --listen, --database and --sim-listen. To run with this file, \
+             use `wxauth --config FILE serve`",
+        ),
+        Command::Sim(_) => (
+            "sim",
+            "the simulator takes its settings as options (see `wxauth sim --help`)",
+        ),
+        Command::GenKey => ("gen-key", "it only prints a new random key"),
+        _ => return None,
+    };
+    Some(format!(
+        "`wxauth {command}` reads no configuration file, so --config {} would be ignored: \
+         {instead}",
+        file.display()
+    ))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo {
@@ -138,7 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store::migrate(&config.database).await?;
             println!("migrations applied to {}", config.database.url.masked());
         }
-        Command::CheckConfig => return Ok(check_config(cli.config)),
+        Command::CheckConfig { offline } => return Ok(check_config(cli.config, offline).await),
         Command::Sim(args) => {
             telemetry::init(&crate::config::LogConfig::default());
             wechat_sim::run(args).await?;
@@ -236,7 +270,7 @@ fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-fn check_config(file: Option<PathBuf>) -> ExitCode {
+async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
     let config = match Config::load(file.as_deref()) {
         Ok(config) => config,
         Err(problem) => {
@@ -244,29 +278,84 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match config.resolve() {
-        Ok(resolved) => {
-            println!("The configuration is valid.");
-            println!("  listen:      {}", config.server.listen);
-            println!("  database:    {}", config.database.url.masked());
-            println!("  wechat:      {}", config.wechat.api_base);
-            let ids: Vec<_> = resolved.apps.iter().map(|a| a.app_id.to_string()).collect();
-            println!("  apps:        {}", ids.join(", "));
-            println!(
-                "  tokens:      access {}, refresh {}, session at most {}",
-                humantime::format_duration(config.tokens.access_ttl),
-                humantime::format_duration(config.tokens.refresh_ttl),
-                humantime::format_duration(config.tokens.session_max_age)
-            );
-            ExitCode::SUCCESS
+    let mut problems = config.resolve().err().unwrap_or_default();
+    let mut warnings = Vec::new();
+    let mut facts: Vec<(&str, String)> = vec![("listen", config.server.listen.to_string())];
+    if config.database.url == DatabaseConfig::default().url {
+        warnings.push(format!(
+            "database.url is not set: {} in the working directory is used",
+            config.database.url.masked()
+        ));
+    }
+
+    let mut take = |report: check::Report, facts: &mut Vec<_>| {
+        facts.extend(report.facts);
+        problems.extend(report.problems);
+        warnings.extend(report.warnings);
+    };
+    if offline {
+        facts.push((
+            "database",
+            format!("{} (not checked: --offline)", config.database.url.masked()),
+        ));
+    } else {
+        take(check::database(&config.database).await, &mut facts);
+    }
+    match (config.sessions.store, &config.sessions.redis_url) {
+        (SessionStoreKind::Sql, _) => facts.push((
+            "sessions",
+            "in the database (sessions.store = \"sql\")".to_owned(),
+        )),
+        (SessionStoreKind::Redis, Some(url)) if offline => facts.push((
+            "sessions",
+            format!("redis {} (not checked: --offline)", url.masked()),
+        )),
+        (SessionStoreKind::Redis, None) => {
+            facts.push(("sessions", "redis (sessions.redis_url not set)".to_owned()));
         }
-        Err(problems) => {
-            eprintln!("The configuration has {} problem(s):", problems.len());
-            for problem in problems {
-                eprintln!("- {problem}");
-            }
-            ExitCode::FAILURE
+        (SessionStoreKind::Redis, Some(_)) => {
+            take(check::redis(&config.sessions).await, &mut facts);
         }
+    }
+
+    facts.push(("wechat", config.wechat.api_base.to_string()));
+    let ids: Vec<_> = config
+        .apps
+        .iter()
+        .map(|a| a.app_id.as_str())
+        .filter(|id| is_app_id(id))
+        .collect();
+    facts.push(("apps", ids.join(", ")));
+    let tokens = &config.tokens;
+    facts.push((
+        "tokens",
+        format!(
+            "access {}, refresh {}, session at most {}",
+            duration::format(tokens.access_ttl),
+            duration::format(tokens.refresh_ttl),
+            duration::format(tokens.session_max_age)
+        ),
+    ));
+
+    let valid = problems.is_empty();
+    if valid {
+        println!("The configuration is valid.");
+    } else {
+        eprintln!("The configuration has {} problem(s):", problems.len());
+        for problem in &problems {
+            eprintln!("- {problem}");
+        }
+    }
+    for (label, text) in facts {
+        println!("  {:<12} {text}", format!("{label}:"));
+    }
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -27,6 +27,13 @@ use crate::seal::DataKey;
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "wxauth.toml";
 
+/// Every environment variable starting with this is a config key (`WXAUTH_<SECTION>__<KEY>`).
+pub const ENV_PREFIX: &str = "WXAUTH_";
+
+/// `WXAUTH_*` variables that are not config keys: the mini-program client's tests name the
+/// binary and its log level with them, and pass their environment on to `wxauth`.
+const NOT_CONFIG_VARIABLES: &[&str] = &["BIN", "TEST_LOG"];
+
 /// Everything the service can be told.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,9 +200,13 @@ pub struct SessionsConfig {
     pub redis_url: Option<DatabaseUrl>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
-    /// Longest wait for one Redis answer before the request fails with 503.
+    /// Longest wait for one Redis call (a reconnect included) before the request fails with
+    /// 503.
     #[serde(with = "duration")]
     pub redis_timeout: Duration,
+    /// Start even when Redis may evict keys (`maxmemory-policy` other than `noeviction`),
+    /// accepting that an evicted used refresh token turns reuse detection off for it.
+    pub allow_eviction: bool,
 }
 
 impl Default for SessionsConfig {
@@ -205,6 +216,7 @@ impl Default for SessionsConfig {
             redis_url: None,
             key_prefix: "wxauth:".to_owned(),
             redis_timeout: Duration::from_secs(2),
+            allow_eviction: false,
         }
     }
 }
@@ -424,8 +436,12 @@ impl Config {
                 }
             }
         }
-        figment = figment.merge(Env::prefixed("WXAUTH_").split("__"));
-        let mut config: Self = figment.extract().map_err(|err| explain_figment(&err))?;
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(NOT_CONFIG_VARIABLES)
+                .split("__"),
+        );
+        let mut config = extract(&figment)?;
         if figment.find_value("tokens.access_ttl").is_err() {
             config.tokens.access_ttl = TokensConfig::default_access_ttl(config.tokens.format);
         }
@@ -515,17 +531,17 @@ impl Config {
                 Some(_) => {}
             }
         }
+        if self.sessions.store == SessionStoreKind::Redis && self.sessions.redis_timeout.is_zero() {
+            problems.push("sessions.redis_timeout must be more than 0s".to_owned());
+        }
         if self.storage.avatar_max_bytes == 0 {
             problems.push("storage.avatar_max_bytes must be more than 0".to_owned());
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".to_owned());
         }
-        if !matches!(self.wechat.api_base.scheme(), "http" | "https") {
-            problems.push(format!(
-                "wechat.api_base must be an http(s) URL (got {})",
-                self.wechat.api_base
-            ));
+        if let Some(problem) = api_base_problem(&self.wechat.api_base) {
+            problems.push(problem);
         }
         if let Some(url) = &self.server.public_url
             && !matches!(url.scheme(), "http" | "https")
@@ -578,7 +594,57 @@ impl Config {
     }
 }
 
+/// WeChat's AppIDs are `wx` and 16 hexadecimal characters (the console shows them lowercase).
+pub fn is_app_id(text: &str) -> bool {
+    text.len() == 18 && text.starts_with("wx") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Why an `app_id` is not an AppID, without echoing a value that may be the AppSecret.
+fn app_id_problem(text: &str) -> String {
+    let looks_like_secret = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if looks_like_secret {
+        "app_id is 32 hexadecimal characters, which is what an AppSecret looks like: the AppID \
+         is `wx` followed by 16 hexadecimal characters"
+            .to_owned()
+    } else {
+        format!(
+            "app_id {text:?} is not a WeChat AppID: it is `wx` followed by 16 hexadecimal \
+             characters (e.g. wx0123456789abcdef), as the WeChat admin console shows it under \
+             开发管理 → 开发设置"
+        )
+    }
+}
+
+/// `wechat.api_base` must be http(s), and plain http only to this machine: every token
+/// request carries the AppSecret in its query string or body.
+fn api_base_problem(url: &Url) -> Option<String> {
+    match url.scheme() {
+        "https" => None,
+        "http" if is_loopback(url) => None,
+        "http" => Some(format!(
+            "wechat.api_base {url} is plain http to another host: the AppSecret travels in its \
+             query string, so only a loopback host (127.0.0.1, ::1, localhost: a local \
+             simulator) may use http; use https"
+        )),
+        _ => Some(format!(
+            "wechat.api_base must be an http(s) URL (got {url})"
+        )),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 fn resolve_app(app: &AppConfig) -> Result<AppCredentials, String> {
+    if !is_app_id(&app.app_id) {
+        return Err(app_id_problem(&app.app_id));
+    }
     let app_id = AppId::parse(app.app_id.as_str()).map_err(|e| e.to_string())?;
     let given = [
         app.secret.is_some(),
@@ -670,12 +736,182 @@ fn resolve_data_key(security: &SecurityConfig) -> Result<DataKey, String> {
     Ok(DataKey::new(bytes))
 }
 
+fn extract(figment: &Figment) -> Result<Config, String> {
+    figment.extract().map_err(|err| explain_figment(&err))
+}
+
 fn explain_figment(err: &figment::Error) -> String {
     err.clone()
         .into_iter()
-        .map(|e| e.to_string())
+        .map(|e| explain_one(&e))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// An unknown key is named where it was written (file section, or environment variable) with
+/// the nearest known name; any other error keeps figment's wording.
+fn explain_one(err: &figment::Error) -> String {
+    let figment::error::Kind::UnknownField(found, expected) = &err.kind else {
+        return err.to_string();
+    };
+    let parent = &err.path[..err.path.len().saturating_sub(1)];
+    let metadata = err.metadata.as_ref();
+    match metadata.and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(file)) => unknown_in_file(parent, found, expected, file),
+        _ if metadata.is_some_and(|m| m.name.contains("environment variable")) => {
+            unknown_variable(parent, found, expected, &config_variables())
+        }
+        _ => err.to_string(),
+    }
+}
+
+fn unknown_in_file(parent: &[String], found: &str, expected: &[&str], file: &Path) -> String {
+    let file = file.display();
+    let (what, known) = match parent {
+        [] => (
+            format!("unknown section `{found}` in {file}"),
+            "known sections",
+        ),
+        [section] => (
+            format!("unknown key `{found}` in section [{section}] of {file}"),
+            "known keys",
+        ),
+        [list, index] => match index.parse::<usize>() {
+            Ok(index) => (
+                format!(
+                    "unknown key `{found}` in [[{list}]] entry {} of {file}",
+                    index + 1
+                ),
+                "known keys",
+            ),
+            Err(_) => (
+                format!("unknown key `{found}` in [{list}.{index}] of {file}"),
+                "known keys",
+            ),
+        },
+        _ => (
+            format!("unknown key `{found}` in [{}] of {file}", parent.join(".")),
+            "known keys",
+        ),
+    };
+    if let Some(near) = closest(found, expected) {
+        return format!("{what} (did you mean `{near}`?)");
+    }
+    // A key written above every section header lands at the top level.
+    if parent.is_empty()
+        && let Some(section) = expected
+            .iter()
+            .find(|s| section_keys(s).is_some_and(|keys| keys.contains(&found)))
+    {
+        return format!(
+            "{what} (`{found}` is a key of section [{section}]: put it under that header)"
+        );
+    }
+    format!("{what} ({known}: {})", expected.join(", "))
+}
+
+/// `vars` are the names of the `WXAUTH_*` variables set: figment reports the first unknown
+/// level of a key, and the variable itself may go deeper (`WXAUTH_SESSION__STORE`).
+fn unknown_variable(parent: &[String], found: &str, expected: &[&str], vars: &[String]) -> String {
+    let name = |path: &[&str]| format!("{ENV_PREFIX}{}", path.join("__")).to_ascii_uppercase();
+    let mut path: Vec<&str> = parent.iter().map(String::as_str).collect();
+    path.push(found);
+    // `WXAUTH_APPS='[{app_id = "...", secrte = "..."}]'`: a key inside a list entry.
+    let entry = path
+        .iter()
+        .enumerate()
+        .find_map(|(at, p)| Some((at, p.parse::<usize>().ok()?)));
+    if let Some((at, index)) = entry {
+        let what = format!(
+            "unknown key `{found}` in entry {} of {}",
+            index + 1,
+            name(&path[..at])
+        );
+        return match closest(found, expected) {
+            Some(near) => format!("{what} (did you mean `{near}`?)"),
+            None => format!("{what} (known keys: {})", expected.join(", ")),
+        };
+    }
+    let written = vars.iter().find_map(|var| {
+        let components: Vec<String> = var
+            .get(ENV_PREFIX.len()..)?
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let matches =
+            components.len() >= path.len() && components.iter().zip(&path).all(|(c, p)| c == p);
+        matches.then(|| (var.as_str(), components[path.len()..].to_vec()))
+    });
+    let (shown, rest) = match &written {
+        Some((var, rest)) => ((*var).to_owned(), rest.clone()),
+        None => (name(&path), Vec::new()),
+    };
+    let what = format!("unknown environment variable {shown}: it names no configuration key");
+    let mut suggestion = None;
+    // `WXAUTH_DATABASE_URL`: one underscore where the section ends needs two.
+    if parent.is_empty() && rest.is_empty() {
+        suggestion = found.match_indices('_').find_map(|(at, _)| {
+            let (section, key) = (&found[..at], &found[at + 1..]);
+            let section = expected.iter().find(|s| s.eq_ignore_ascii_case(section))?;
+            let key = closest(key, section_keys(section)?)?;
+            Some(name(&[section, key]))
+        });
+    }
+    if suggestion.is_none()
+        && let Some(near) = closest(found, expected)
+    {
+        path.pop();
+        path.push(near);
+        path.extend(rest.iter().map(String::as_str));
+        suggestion = Some(name(&path));
+    }
+    match suggestion {
+        Some(near) => format!("{what} (did you mean `{near}`?)"),
+        None => format!(
+            "{what} (variables are {ENV_PREFIX}<SECTION>__<KEY>, with two underscores between \
+             section and key, e.g. {ENV_PREFIX}DATABASE__URL; known here: {})",
+            expected.join(", ")
+        ),
+    }
+}
+
+/// The names of the `WXAUTH_*` variables set.
+fn config_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| {
+            key.get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+        })
+        .collect()
+}
+
+/// The nearest known name, if one is near enough to be a typo of `found`.
+fn closest<'a>(found: &str, known: &[&'a str]) -> Option<&'a str> {
+    let found = found.to_ascii_lowercase();
+    let limit = (found.chars().count() / 3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&found, k), *k))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
+}
+
+/// The keys of a section, as the config types declare them: asked of the types themselves (by
+/// extracting a config with an impossible key), so the list never falls behind the structs.
+fn section_keys(section: &str) -> Option<&'static [&'static str]> {
+    let probe = Figment::from(figment::providers::Serialized::default(
+        &format!("{section}.-"),
+        0,
+    ));
+    match probe.extract::<Config>() {
+        Err(err) => match err.kind {
+            figment::error::Kind::UnknownField(_, keys) => Some(keys),
+            _ => None,
+        },
+        Ok(_) => None,
+    }
 }
 
 /// Durations in human form ("90s", "10m", "2h", "30d"), or a number of seconds.
@@ -683,6 +919,27 @@ pub mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
+
+    /// Writes a duration as it would be configured: in the largest unit that divides it
+    /// exactly ("180d", "90m", "1500ms"), never as a sum of months, days and hours.
+    pub fn format(d: Duration) -> String {
+        const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+        if d.subsec_nanos() == 0 {
+            let secs = d.as_secs();
+            if secs == 0 {
+                return "0s".to_owned();
+            }
+            for (size, unit) in UNITS {
+                if secs % size == 0 {
+                    return format!("{}{unit}", secs / size);
+                }
+            }
+        }
+        if d.subsec_nanos() % 1_000_000 == 0 {
+            return format!("{}ms", d.as_millis());
+        }
+        humantime::format_duration(d).to_string()
+    }
 
     /// Reads the human form or a number of seconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -770,5 +1027,255 @@ mod tests {
         let problems = Config::default().resolve().unwrap_err();
         assert!(problems.iter().any(|p| p.contains("[[apps]]")));
         assert!(problems.iter().any(|p| p.contains("data key")));
+    }
+
+    /// Loads `toml` from a file (no environment), returning the error text.
+    fn file_error(toml: &str) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxauth.toml");
+        std::fs::write(&path, toml).unwrap();
+        let err = extract(&Figment::from(Toml::file(&path))).unwrap_err();
+        (err, path.display().to_string())
+    }
+
+    #[test]
+    fn a_misspelled_section_is_named_with_its_file_and_the_nearest_section() {
+        let (err, file) = file_error("[sesions]\nstore = \"sql\"\n");
+        assert_eq!(
+            err,
+            format!("unknown section `sesions` in {file} (did you mean `sessions`?)")
+        );
+    }
+
+    #[test]
+    fn a_misspelled_key_is_named_with_its_section_and_the_nearest_key() {
+        let (err, file) = file_error("[tokens]\nacces_ttl = \"1h\"\n");
+        assert_eq!(
+            err,
+            format!(
+                "unknown key `acces_ttl` in section [tokens] of {file} (did you mean `access_ttl`?)"
+            )
+        );
+        let (err, file) = file_error("[[apps]]\napp_id = \"wx0123456789abcdef\"\nsecrte = \"s\"\n");
+        assert_eq!(
+            err,
+            format!("unknown key `secrte` in [[apps]] entry 1 of {file} (did you mean `secret`?)")
+        );
+    }
+
+    #[test]
+    fn a_key_far_from_every_known_one_lists_the_known_ones() {
+        let (err, _) = file_error("[log]\ncolour = true\n");
+        assert!(err.ends_with("(known keys: level, format)"), "{err}");
+    }
+
+    #[test]
+    fn a_key_written_above_its_section_says_where_it_belongs() {
+        let (err, file) = file_error("listen = \"0.0.0.0:8080\"\n");
+        assert_eq!(
+            err,
+            format!(
+                "unknown section `listen` in {file} (`listen` is a key of section [server]: \
+                 put it under that header)"
+            )
+        );
+    }
+
+    const SECTIONS: [&str; 5] = ["server", "database", "sessions", "tokens", "apps"];
+
+    fn vars(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_variable_with_one_underscore_after_the_section_suggests_two() {
+        assert_eq!(
+            unknown_variable(
+                &[],
+                "database_url",
+                &SECTIONS,
+                &vars(&["WXAUTH_DATABASE_URL"])
+            ),
+            "unknown environment variable WXAUTH_DATABASE_URL: it names no configuration key \
+             (did you mean `WXAUTH_DATABASE__URL`?)"
+        );
+        assert!(
+            unknown_variable(&[], "sessions_redis_url", &SECTIONS, &[])
+                .ends_with("(did you mean `WXAUTH_SESSIONS__REDIS_URL`?)")
+        );
+    }
+
+    #[test]
+    fn a_misspelled_variable_suggests_the_nearest_key_at_its_level() {
+        let keys = ["access_ttl", "refresh_ttl", "session_max_age"];
+        assert!(
+            unknown_variable(
+                &["tokens".to_owned()],
+                "acess_ttl",
+                &keys,
+                &vars(&["WXAUTH_TOKENS__ACESS_TTL"])
+            )
+            .ends_with("(did you mean `WXAUTH_TOKENS__ACCESS_TTL`?)")
+        );
+        let unrelated = unknown_variable(&[], "colour", &SECTIONS, &vars(&["WXAUTH_COLOUR"]));
+        assert!(unrelated.contains("WXAUTH_<SECTION>__<KEY>"), "{unrelated}");
+    }
+
+    #[test]
+    fn a_misspelled_section_in_a_variable_keeps_the_rest_of_its_name() {
+        let said = unknown_variable(
+            &[],
+            "session",
+            &SECTIONS,
+            &vars(&["WXAUTH_DATABASE__URL", "WXAUTH_SESSION__STORE"]),
+        );
+        assert_eq!(
+            said,
+            "unknown environment variable WXAUTH_SESSION__STORE: it names no configuration key \
+             (did you mean `WXAUTH_SESSIONS__STORE`?)"
+        );
+    }
+
+    #[test]
+    fn a_misspelled_key_inside_a_list_variable_names_the_entry() {
+        let keys = ["app_id", "secret", "secret_file", "secret_env"];
+        let said = unknown_variable(
+            &["apps".to_owned(), "0".to_owned()],
+            "secrte",
+            &keys,
+            &vars(&["WXAUTH_APPS"]),
+        );
+        assert_eq!(
+            said,
+            "unknown key `secrte` in entry 1 of WXAUTH_APPS (did you mean `secret`?)"
+        );
+    }
+
+    #[test]
+    fn section_keys_come_from_the_config_types() {
+        assert_eq!(
+            section_keys("tokens"),
+            Some(
+                &[
+                    "access_ttl",
+                    "refresh_ttl",
+                    "session_max_age",
+                    "format",
+                    "jwt_algorithm",
+                    "issuer",
+                    "audience"
+                ][..]
+            )
+        );
+        assert!(
+            section_keys("sessions")
+                .unwrap()
+                .contains(&"allow_eviction")
+        );
+        assert_eq!(section_keys("apps"), None);
+    }
+
+    #[test]
+    fn durations_are_written_in_the_largest_unit_that_divides_them() {
+        let cases = [
+            (Duration::from_secs(180 * 86_400), "180d"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+            (Duration::from_secs(2 * 3_600), "2h"),
+            (Duration::from_secs(90 * 60), "90m"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(86_401), "86401s"),
+            (Duration::from_millis(1_500), "1500ms"),
+            (Duration::ZERO, "0s"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(duration::format(d), text);
+            assert_eq!(
+                humantime::parse_duration(text).unwrap(),
+                d,
+                "{text} reads back"
+            );
+        }
+    }
+
+    #[test]
+    fn an_app_id_is_wx_and_16_hex_characters() {
+        assert!(is_app_id("wx0123456789abcdef"));
+        assert!(is_app_id("wx0123456789ABCDEF"));
+        for bad in [
+            "wx0123456789abcde",
+            "wx0123456789abcdefa",
+            "wx0123456789abcdeg",
+            "xx0123456789abcdef",
+            "wxdemo",
+            "",
+        ] {
+            assert!(!is_app_id(bad), "{bad}");
+        }
+    }
+
+    fn app(app_id: &str) -> AppConfig {
+        AppConfig {
+            app_id: app_id.to_owned(),
+            secret: Some(SecretString::from("s3cret")),
+            secret_file: None,
+            secret_env: None,
+        }
+    }
+
+    #[test]
+    fn a_malformed_app_id_is_refused_naming_the_entry() {
+        let config = Config {
+            apps: vec![app("wx0123456789abcdef"), app("wx12345")],
+            ..Config::default()
+        };
+        let problems = config.resolve().unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("apps[1]: app_id \"wx12345\" is not a WeChat AppID")),
+            "{problems:?}"
+        );
+        assert!(
+            !problems.iter().any(|p| p.starts_with("apps[0]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn an_app_secret_given_as_the_app_id_is_not_echoed() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = Config {
+            apps: vec![app(secret)],
+            ..Config::default()
+        };
+        let problems = config.resolve().unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("AppSecret")),
+            "{problems:?}"
+        );
+        assert!(!problems.iter().any(|p| p.contains(secret)), "{problems:?}");
+    }
+
+    #[test]
+    fn plain_http_to_wechat_is_allowed_only_to_a_loopback_host() {
+        for ok in [
+            "https://api.weixin.qq.com",
+            "http://127.0.0.1:8081",
+            "http://127.8.9.10",
+            "http://[::1]:8081",
+            "http://localhost:8081",
+        ] {
+            assert_eq!(api_base_problem(&Url::parse(ok).unwrap()), None, "{ok}");
+        }
+        for bad in [
+            "http://api.weixin.qq.com",
+            "http://10.0.0.5:8081",
+            "http://128.0.0.1",
+            "http://localhost.example.com",
+        ] {
+            let problem = api_base_problem(&Url::parse(bad).unwrap()).unwrap();
+            assert!(problem.contains("AppSecret"), "{bad}: {problem}");
+        }
+        assert!(api_base_problem(&Url::parse("ftp://127.0.0.1").unwrap()).is_some());
     }
 }

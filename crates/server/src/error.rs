@@ -248,6 +248,21 @@ fn wechat_parts(err: &WechatError) -> (StatusCode, &'static str, Cow<'static, st
                 "wechat_config_error",
                 "WeChat refused this service's app credentials".into(),
             ),
+            ApiErrorKind::IpNotWhitelisted => (
+                StatusCode::BAD_GATEWAY,
+                "wechat_ip_not_whitelisted",
+                "WeChat refused this server's IP address: add this server's public IP to the \
+                 mini program's IP whitelist in the WeChat admin console (开发管理 → 开发设置 → \
+                 IP白名单)"
+                    .into(),
+            ),
+            ApiErrorKind::PhoneQuotaExhausted => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "phone_quota_exhausted",
+                "the mini program's phone-number quota is used up: phone numbers cannot be \
+                 fetched until its owner tops the quota up in the WeChat admin console"
+                    .into(),
+            ),
             _ => (
                 StatusCode::BAD_GATEWAY,
                 "wechat_error",
@@ -322,6 +337,18 @@ impl ApiError {
             ) => {
                 // Credentials rejected by WeChat is an operator problem: say so loudly.
                 tracing::error!(error = %err, "WeChat rejected the configured AppID/AppSecret");
+            }
+            ApiError::Wechat(
+                err @ WechatError::Api {
+                    kind: ApiErrorKind::IpNotWhitelisted,
+                    ..
+                },
+            ) => {
+                tracing::error!(
+                    error = %err,
+                    "WeChat refused this server's IP: add its public IP to the app's IP \
+                     whitelist (开发管理 → 开发设置 → IP白名单)"
+                );
             }
             ApiError::Wechat(err) if status.is_server_error() => {
                 tracing::warn!(error = %err, "WeChat call failed");

@@ -12,7 +12,7 @@ mod proxy;
 mod services;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backend::{Sql, TestBackend};
 use proxy::Proxy;
@@ -75,7 +75,8 @@ async fn run(config_for: impl FnOnce(&mut Config)) -> Running {
 }
 
 impl Running {
-    async fn login(&self, user: &str) -> String {
+    /// A fresh `wx.login` code from the simulator.
+    async fn code(&self, user: &str) -> String {
         let code: Value = self
             .http
             .post(format!("{}/sim/login", self.sim))
@@ -86,17 +87,33 @@ impl Running {
             .json()
             .await
             .unwrap();
-        let login: Value = self
+        code["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
             .http
-            .post(format!("{}/v1/auth/login", self.api))
-            .json(&json!({ "code": code["code"] }))
+            .post(format!("{}{path}", self.api))
+            .json(&body)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        login["access_token"].as_str().unwrap().to_owned()
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// Logs in; returns the whole answer (both tokens).
+    async fn login_pair(&self, user: &str) -> Value {
+        let code = self.code(user).await;
+        let (status, login) = self.post("/v1/auth/login", json!({ "code": code })).await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        login
+    }
+
+    async fn login(&self, user: &str) -> String {
+        self.login_pair(user).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     async fn me(&self, token: &str) -> (StatusCode, Value) {
@@ -166,6 +183,78 @@ async fn redis_going_away_gives_503_and_the_service_recovers_on_its_own() {
     })
     .await;
     outage_and_recovery(&app, &proxy, "redis").await;
+}
+
+/// Runs `call`, returning what it gave and how long it took.
+async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let out = call.await;
+    (out, start.elapsed())
+}
+
+#[tokio::test]
+async fn while_redis_is_cut_every_call_answers_503_within_its_redis_timeout() {
+    if !services::available("redis timeout", &[services::REDIS]) {
+        return;
+    }
+    let redis_timeout = Duration::from_secs(1);
+    // A correctness bound, not a benchmark: the configured timeout plus ample slack for a
+    // loaded machine. Before every call was bounded, a reconnect's retries took about 2.5 s.
+    let bound = redis_timeout + Duration::from_secs(1);
+    let backend = Arc::new(TestBackend::provision(Sql::Sqlite, true).await);
+    let proxy = Proxy::start(services::REDIS).await;
+    let redis_url = through(backend.redis_url.as_deref().unwrap(), &proxy);
+    let app = run(|config| {
+        backend.apply(config);
+        config.sessions.redis_url = Some(DatabaseUrl::from(redis_url.as_str()));
+        config.sessions.redis_timeout = redis_timeout;
+    })
+    .await;
+    let login = app.login_pair("olga").await;
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let code = app.code("olga").await;
+
+    proxy.down().await;
+    // Twice each: the first call meets the dropped connection, the next ones the reconnect.
+    for round in 1..=2 {
+        let ((status, body), took) = timed(app.ready()).await;
+        eprintln!("round {round}: /readyz answered {status} in {took:?}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["checks"]["redis"], "unavailable", "{body}");
+        assert!(took < bound, "/readyz took {took:?}");
+
+        let ((status, body), took) = timed(app.me(&access)).await;
+        eprintln!("round {round}: /v1/me answered {status} in {took:?}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+        assert!(took < bound, "/v1/me took {took:?}");
+
+        let ((status, body), took) =
+            timed(app.post("/v1/auth/refresh", json!({ "refresh_token": refresh }))).await;
+        eprintln!("round {round}: refresh answered {status} in {took:?}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+        assert!(took < bound, "refresh took {took:?}");
+
+        let ((status, body), took) =
+            timed(app.post("/v1/auth/login", json!({ "code": code }))).await;
+        eprintln!("round {round}: login answered {status} in {took:?}");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+        assert!(took < bound, "login took {took:?}");
+    }
+
+    proxy.up();
+    app.recovers(&access).await;
+    assert_eq!(app.ready().await.0, StatusCode::OK);
+    // The code was never spent while Redis was away: the login goes through now.
+    let (status, body) = app.post("/v1/auth/login", json!({ "code": code })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post("/v1/auth/refresh", json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 async fn database_outage(sql: Sql, upstream: &str) {

@@ -31,6 +31,13 @@ pub enum ApiErrorKind {
     AccessTokenExpired,
     /// 87009: the signature is wrong: the session_key is stale.
     BadSignature,
+    /// 40164: the calling server's IP is not on the app's IP whitelist (WeChat admin console:
+    /// 开发管理 → 开发设置 → IP白名单). Blocks `stable_token`, hence everything that needs an
+    /// access token, such as the phone number (configuration error).
+    IpNotWhitelisted,
+    /// 1400001: the mini program's paid phone-number quota is used up; the owner must top it
+    /// up before phone numbers can be fetched again.
+    PhoneQuotaExhausted,
     /// Any other errcode.
     Other,
 }
@@ -41,6 +48,8 @@ impl ApiErrorKind {
     /// ```
     /// use wxauth_wechat::ApiErrorKind;
     /// assert_eq!(ApiErrorKind::from_errcode(40163), ApiErrorKind::CodeUsed);
+    /// assert_eq!(ApiErrorKind::from_errcode(40164), ApiErrorKind::IpNotWhitelisted);
+    /// assert_eq!(ApiErrorKind::from_errcode(1400001), ApiErrorKind::PhoneQuotaExhausted);
     /// assert_eq!(ApiErrorKind::from_errcode(12345), ApiErrorKind::Other);
     /// ```
     pub fn from_errcode(errcode: i64) -> Self {
@@ -56,6 +65,8 @@ impl ApiErrorKind {
             40001 | 40014 => Self::AccessTokenInvalid,
             42001 => Self::AccessTokenExpired,
             87009 => Self::BadSignature,
+            40164 => Self::IpNotWhitelisted,
+            1_400_001 => Self::PhoneQuotaExhausted,
             _ => Self::Other,
         }
     }

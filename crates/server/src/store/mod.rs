@@ -7,6 +7,7 @@
 //! [`redis::RedisSessionStore`] keeps sessions in Redis instead. [`connect`] picks them from the
 //! config.
 
+pub mod check;
 pub mod redis;
 pub mod signing_keys;
 pub mod sql;

@@ -10,13 +10,20 @@
 //!   lease.
 //!
 //! One multiplexed connection (a `ConnectionManager`, which reconnects by itself) serves every
-//! request. Authentication and rotation are Lua scripts: one round trip each, and rotation is
+//! request, each command bounded by `sessions.redis_timeout` (a wait for a reconnect
+//! included). Authentication and rotation are Lua scripts: one round trip each, and rotation is
 //! atomic, so two presenters of one refresh token can never both win.
+//!
+//! At start the store refuses a Redis that may evict keys: an evicted used refresh token would
+//! silently turn reuse detection off, an evicted identity index would hide sessions from
+//! "revoke all".
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use wxauth_wechat::{AppId, OpenId};
 
 use super::{
@@ -117,10 +124,121 @@ end
 return n
 ";
 
+/// The shared Redis connection with a deadline on every command.
+///
+/// The `ConnectionManager`'s own timeouts cover one connection attempt or one answer; a command
+/// issued while it reconnects waits for the whole reconnect, retries and backoff included. The
+/// deadline here bounds that wait too, so a request never waits longer than the configured
+/// timeout. The reconnect goes on in the background and serves later commands.
+#[derive(Clone)]
+pub struct TimedConnection {
+    inner: ConnectionManager,
+    timeout: Duration,
+}
+
+impl TimedConnection {
+    /// Bounds every command on `inner` by `timeout`.
+    pub fn new(inner: ConnectionManager, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+
+    fn timed_out(&self) -> redis::RedisError {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("Redis did not answer within {:?}", self.timeout),
+        )
+        .into()
+    }
+}
+
+impl ConnectionLike for TimedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.timeout, self.inner.req_packed_command(cmd)).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timed_out()),
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let call = self.inner.req_packed_commands(cmd, offset, count);
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timed_out()),
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// The Redis `maxmemory-policy` that never drops a key.
+pub const NO_EVICTION: &str = "noeviction";
+
+/// Reads Redis's `maxmemory-policy`: from `CONFIG GET`, or, where CONFIG is disabled or
+/// renamed (managed Redis), from `INFO memory`. `None` when neither answers.
+pub async fn maxmemory_policy(conn: &mut impl ConnectionLike) -> Option<String> {
+    // A map in RESP3, name/value pairs in RESP2: both read as a map.
+    let config: redis::RedisResult<std::collections::HashMap<String, String>> =
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(conn)
+            .await;
+    if let Some(policy) = config.ok().and_then(|mut c| c.remove("maxmemory-policy")) {
+        return Some(policy);
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("maxmemory_policy:"))
+        .map(|policy| policy.trim().to_owned())
+}
+
+/// What the eviction policy means for the service: `Err` to refuse to start, `Ok(Some)` to
+/// warn, `Ok(None)` when all is well.
+pub fn judge_eviction(
+    policy: Option<&str>,
+    allow_eviction: bool,
+    url: &str,
+) -> Result<Option<String>, String> {
+    match policy {
+        Some(NO_EVICTION) => Ok(None),
+        Some(policy) if allow_eviction => Ok(Some(format!(
+            "Redis at {url} may evict keys (maxmemory-policy {policy}) and \
+             sessions.allow_eviction = true: a used refresh token that is evicted can be \
+             presented again without revoking its session"
+        ))),
+        Some(policy) => Err(format!(
+            "Redis at {url} may evict keys under memory pressure (maxmemory-policy {policy}): \
+             it could drop a used refresh token (reuse detection would then miss a stolen \
+             token) or a user's session index. Set `maxmemory-policy noeviction` (in \
+             redis.conf, with CONFIG SET maxmemory-policy noeviction, or in a managed Redis's \
+             parameter group), or set sessions.allow_eviction = true to accept the risk"
+        )),
+        None => Ok(Some(format!(
+            "cannot read the maxmemory-policy of Redis at {url} (neither CONFIG GET nor INFO \
+             answered): make sure it is noeviction"
+        ))),
+    }
+}
+
 /// Sessions in Redis.
 #[derive(Clone)]
 pub struct RedisSessionStore {
-    conn: ConnectionManager,
+    conn: TimedConnection,
     prefix: String,
     authenticate: Script,
     rotate: Script,
@@ -146,19 +264,38 @@ impl RedisSessionStore {
             .context("sessions.redis_url is not set")?;
         let client = redis::Client::open(url.expose())
             .with_context(|| format!("Failed to parse sessions.redis_url {}", url.masked()))?;
+        let timeout = config.redis_timeout;
+        // One quick retry rides out a Redis restart; `TimedConnection` bounds what a request
+        // waits whatever the reconnect does.
+        let retry_delay_ms = u64::try_from(timeout.as_millis() / 4)
+            .unwrap_or(u64::MAX)
+            .clamp(1, 250);
         let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(config.redis_timeout)
-            .set_connection_timeout(config.redis_timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(500);
-        let conn = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .with_context(|| format!("Failed to connect to Redis at {}", url.masked()))?;
+            .set_response_timeout(timeout)
+            .set_connection_timeout(timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(retry_delay_ms);
+        let manager = tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))
+        .and_then(|conn| conn.map_err(anyhow::Error::from))
+        .with_context(|| format!("Failed to connect to Redis at {}", url.masked()))?;
+        let mut conn = TimedConnection::new(manager, timeout);
+
+        let policy = maxmemory_policy(&mut conn).await;
+        match judge_eviction(policy.as_deref(), config.allow_eviction, &url.masked()) {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Err(refusal) => anyhow::bail!(refusal),
+        }
         Ok(Self::with_connection(conn, config.key_prefix.clone()))
     }
 
     /// Wraps an existing connection (the WeChat token cache shares it).
-    pub fn with_connection(conn: ConnectionManager, prefix: String) -> Self {
+    pub fn with_connection(conn: TimedConnection, prefix: String) -> Self {
         Self {
             conn,
             prefix,
@@ -171,7 +308,7 @@ impl RedisSessionStore {
     }
 
     /// The shared connection.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> TimedConnection {
         self.conn.clone()
     }
 

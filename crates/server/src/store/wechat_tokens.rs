@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use sqlx::Row as _;
 use wxauth_wechat::{AccessToken, AppId, TokenStore, TokenStoreError};
 
-use super::redis::RedisSessionStore;
+use super::redis::{RedisSessionStore, TimedConnection};
 use super::sql::{Dialect, SqlStore};
 use crate::seal::DataKey;
 
@@ -175,7 +174,7 @@ return 0
 
 /// The cache in Redis, next to the sessions.
 pub struct RedisTokenStore {
-    conn: ConnectionManager,
+    conn: TimedConnection,
     prefix: String,
     key: DataKey,
     compare_and_delete: redis::Script,

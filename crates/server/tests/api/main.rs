@@ -16,3 +16,4 @@ mod people;
 mod profile;
 mod services;
 mod sessions;
+mod wechat_errors;
