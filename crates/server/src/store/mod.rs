@@ -7,6 +7,7 @@
 //! [`redis::RedisSessionStore`] keeps sessions in Redis instead. [`connect`] picks them from the
 //! config.
 
+pub mod migrate;
 pub mod redis;
 pub mod sql;
 pub mod wechat_tokens;

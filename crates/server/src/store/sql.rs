@@ -275,11 +275,7 @@ impl SqlStore {
                     config.url.masked()
                 )
             })?;
-        dialect
-            .migrator()
-            .run(&pool)
-            .await
-            .context("Failed to apply database migrations")?;
+        super::migrate::run(&pool, dialect, dialect.migrator()).await?;
         Ok(Self {
             pool,
             dialect,
