@@ -3,7 +3,7 @@
 //! (`POST /v1/me/avatar`, served back under `/media/`).
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use wxauth_wechat::{
 
 use super::views::MeView;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::state::AppState;
 use crate::store::{ProfileUpdate, Session, User};
 use crate::tokens::random_id;
@@ -114,7 +114,7 @@ async fn apply(
 async fn me(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
 ) -> Result<Json<MeView>, ApiError> {
     let (app_id, openid) = identity(&session)?;
     let user = current_user(&state, &app_id, &openid).await?;
@@ -190,7 +190,7 @@ impl ProfilePatch {
 async fn update(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(patch): ApiJson<ProfilePatch>,
 ) -> Result<Json<MeView>, ApiError> {
     let update = patch.validate()?;
@@ -228,7 +228,7 @@ fn watermark_check<'a>(state: &AppState, app: &'a AppCredentials) -> WatermarkCh
 async fn userinfo(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(request): ApiJson<UserInfoRequest>,
 ) -> Result<Json<MeView>, ApiError> {
     let (app_id, openid) = identity(&session)?;
@@ -345,7 +345,7 @@ pub struct PhoneRequest {
 async fn phone(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(request): ApiJson<PhoneRequest>,
 ) -> Result<Json<MeView>, ApiError> {
     let (app_id, _) = identity(&session)?;
@@ -407,7 +407,7 @@ fn image_extension(bytes: &[u8]) -> Option<&'static str> {
 async fn avatar(
     State(state): State<AppState>,
     Authenticated(session): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     request: Request,
 ) -> Result<Json<MeView>, ApiError> {
     let content_type = request
