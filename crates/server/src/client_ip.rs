@@ -2,7 +2,7 @@
 //! only when the connection comes from a proxy listed in `server.trusted_proxies`; otherwise
 //! anyone could claim any address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::http::HeaderMap;
 
@@ -73,35 +73,58 @@ impl ClientIp {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
-    /// The peer itself, unless it is a trusted proxy: then the nearest address in
-    /// `X-Forwarded-For` that is not a trusted proxy (each proxy appends the address it saw),
-    /// or `X-Real-IP`.
+    /// The peer itself, unless it is a trusted proxy. Then `X-Forwarded-For` is read from the
+    /// right, where the nearest proxy appended the address it saw: trusted proxies are
+    /// skipped, and the first address that is not one is the client. Everything to its left
+    /// was written by the client and is not believed; nor is anything to the left of an entry
+    /// that is not an address. `X-Real-IP` counts only when there is no `X-Forwarded-For`.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.is_trusted(peer) {
             return peer;
         }
-        let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map_while(|part| part.trim().parse::<IpAddr>().ok())
-            .collect();
-        if let Some(first) = forwarded.first() {
-            return forwarded
-                .iter()
-                .rev()
-                .find(|ip| !self.is_trusted(**ip))
-                .unwrap_or(first)
-                .to_canonical();
+        let mut forwarded = headers.get_all("x-forwarded-for").iter().peekable();
+        if forwarded.peek().is_none() {
+            return headers
+                .get("x-real-ip")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_entry)
+                .unwrap_or(peer);
         }
-        headers
-            .get("x-real-ip")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-            .map_or(peer, |ip| ip.to_canonical())
+        // A value that is not text counts as one entry that is not an address.
+        let entries: Vec<Option<&str>> = forwarded
+            .flat_map(|value| match value.to_str() {
+                Ok(text) => text.split(',').map(Some).collect::<Vec<_>>(),
+                Err(_) => vec![None],
+            })
+            .collect();
+        let mut nearest = peer;
+        for entry in entries.into_iter().rev() {
+            match entry.and_then(parse_entry) {
+                Some(ip) if self.is_trusted(ip) => nearest = ip,
+                Some(ip) => return ip,
+                None => break,
+            }
+        }
+        nearest
     }
+}
+
+/// One forwarded address: `1.2.3.4`, `2001:db8::1`, or with a port, `1.2.3.4:5678`,
+/// `[2001:db8::1]:80` (some proxies add it), or in brackets alone, `[2001:db8::1]`.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(addr) = entry.parse::<SocketAddr>() {
+        return Some(addr.ip().to_canonical());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<Ipv6Addr>().ok())
+        .map(|ip| IpAddr::V6(ip).to_canonical())
 }
 
 #[cfg(test)]
@@ -144,16 +167,106 @@ mod tests {
         let none = ClientIp::default();
         assert_eq!(none.resolve(ip("10.0.0.9"), &h), ip("10.0.0.9"));
 
-        let lb = ClientIp::new(vec![Cidr::parse("10.0.0.0/8").unwrap()]);
+        let lb = lb();
         assert_eq!(lb.resolve(ip("10.0.0.9"), &h), ip("203.0.113.7"));
-        // A client cannot pass itself off as another by adding its own header.
-        let spoofed = headers(&[("x-forwarded-for", "1.2.3.4, 198.51.100.2")]);
-        assert_eq!(lb.resolve(ip("10.0.0.9"), &spoofed), ip("198.51.100.2"));
         // From an untrusted peer the header is ignored.
         assert_eq!(lb.resolve(ip("198.51.100.2"), &h), ip("198.51.100.2"));
+    }
+
+    fn lb() -> ClientIp {
+        ClientIp::new(vec![Cidr::parse("10.0.0.0/8").unwrap()])
+    }
+
+    #[test]
+    fn the_nearest_untrusted_address_wins_over_what_the_client_wrote_before_it() {
+        let spoofed = headers(&[("x-forwarded-for", "1.2.3.4, 198.51.100.2")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &spoofed), ip("198.51.100.2"));
+        let through_proxies = headers(&[("x-forwarded-for", "1.2.3.4, 198.51.100.2, 10.0.0.7")]);
+        assert_eq!(
+            lb().resolve(ip("10.0.0.9"), &through_proxies),
+            ip("198.51.100.2")
+        );
+    }
+
+    #[test]
+    fn garbage_the_client_wrote_does_not_hide_the_address_the_proxy_appended() {
+        // The client sent "1.2.3.4, x"; nginx appended the address it saw.
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, x, 198.51.100.2")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("198.51.100.2"));
+    }
+
+    #[test]
+    fn nothing_left_of_an_entry_that_is_not_an_address_is_believed() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, x")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("10.0.0.9"));
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, garbage, 10.0.0.7")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("10.0.0.7"));
+        let h = headers(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("10.0.0.9"));
+        let h = headers(&[("x-forwarded-for", "1.2.3.4,")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn entries_with_ports_are_read_as_their_address() {
+        for (entry, want) in [
+            ("198.51.100.2:5678", "198.51.100.2"),
+            ("[2001:db8::1]:80", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            (" 198.51.100.2 ", "198.51.100.2"),
+            ("::ffff:198.51.100.2", "198.51.100.2"),
+        ] {
+            let h = headers(&[("x-forwarded-for", entry)]);
+            assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip(want), "{entry}");
+        }
+        // A trusted proxy written with a port is still a trusted proxy.
+        let h = headers(&[("x-forwarded-for", "198.51.100.2, 10.0.0.7:4431")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("198.51.100.2"));
+    }
+
+    #[test]
+    fn when_every_forwarded_address_is_trusted_the_farthest_is_the_client() {
+        let h = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.7")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn several_forwarded_headers_read_as_one_list_in_order() {
+        let h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "198.51.100.2, 10.0.0.7"),
+        ]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("198.51.100.2"));
+    }
+
+    #[test]
+    fn x_real_ip_counts_only_without_x_forwarded_for() {
         let real = headers(&[("x-real-ip", "203.0.113.9")]);
-        assert_eq!(lb.resolve(ip("10.0.0.9"), &real), ip("203.0.113.9"));
-        let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(lb.resolve(ip("10.0.0.9"), &garbage), ip("10.0.0.9"));
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &real), ip("203.0.113.9"));
+        let with_port = headers(&[("x-real-ip", "203.0.113.9:1234")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &with_port), ip("203.0.113.9"));
+        let both = headers(&[
+            ("x-forwarded-for", "198.51.100.2:5678"),
+            ("x-real-ip", "203.0.113.9"),
+        ]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &both), ip("198.51.100.2"));
+        let bad_forwarded = headers(&[("x-forwarded-for", "x"), ("x-real-ip", "203.0.113.9")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &bad_forwarded), ip("10.0.0.9"));
+        let garbage = headers(&[("x-real-ip", "nobody")]);
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &garbage), ip("10.0.0.9"));
+        // From an untrusted peer X-Real-IP is ignored too.
+        assert_eq!(lb().resolve(ip("198.51.100.7"), &real), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn a_forwarded_value_that_is_not_text_is_not_an_address() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
+        );
+        h.append("x-forwarded-for", "10.0.0.7".parse().unwrap());
+        assert_eq!(lb().resolve(ip("10.0.0.9"), &h), ip("10.0.0.7"));
     }
 }

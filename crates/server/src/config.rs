@@ -92,6 +92,26 @@ pub struct ServerConfig {
     /// Load balancers and proxies whose `X-Forwarded-For` / `X-Real-IP` give the client's
     /// address (addresses or ranges like "10.0.0.0/8"). Empty: the peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// Longest wait for a request's headers, from the connection's start or, on a kept-alive
+    /// HTTP/1.1 connection, from the previous response; then the connection is closed.
+    /// "0s" turns the limit off.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Longest a whole request may take, body included; past it the answer is 408
+    /// `request_timeout`. "0s" turns the limit off.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// A connection on which nothing has moved for this long, with no request being handled,
+    /// is closed. "0s" turns the limit off.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Most connections served at once; requests on further ones are answered 503
+    /// `overloaded` with `Retry-After`. 0 turns the limit off.
+    pub max_connections: usize,
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take to finish before the
+    /// remaining connections are closed.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +120,11 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

@@ -35,6 +35,18 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The requested byte range lies outside the file.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable,
+    /// A conditional request's precondition (`If-Match`, `If-Unmodified-Since`) failed.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The request (headers, body and handling) did not complete within the time allowed.
+    #[error("request timeout")]
+    RequestTimeout,
+    /// The service has as many connections as it takes; try again shortly.
+    #[error("overloaded")]
+    Overloaded,
     /// Several apps are configured and the request did not say which.
     #[error("app_id required")]
     AppIdRequired,
@@ -121,6 +133,26 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "this route does not take that method".into(),
+            ),
+            E::RangeNotSatisfiable => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                "the requested range lies outside the file".into(),
+            ),
+            E::PreconditionFailed => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the file does not match the request's preconditions".into(),
+            ),
+            E::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request did not complete in time".into(),
+            ),
+            E::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the service is at its connection limit: retry shortly".into(),
             ),
             E::AppIdRequired => (
                 StatusCode::BAD_REQUEST,
@@ -309,7 +341,8 @@ impl ApiError {
                 ..
             })
             | E::Store(StoreError::Unavailable { .. })
-            | E::CodeInProgress => Some("1"),
+            | E::CodeInProgress
+            | E::Overloaded => Some("1"),
             _ => None,
         };
         let mut headers = Vec::new();

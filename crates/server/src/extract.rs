@@ -1,5 +1,5 @@
-//! Request extractors whose rejections are the API's own errors: JSON bodies, bearer tokens
-//! (authenticated by the service) and the client's address.
+//! Request extractors whose rejections are the API's own errors: JSON bodies, query strings,
+//! bearer tokens (authenticated by the service) and the client's address.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -46,6 +46,31 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         }
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         _ => ApiError::InvalidRequest("the body could not be read".into()),
+    }
+}
+
+/// A query string; one that does not fit `T` (an unknown value, a key given twice) answers 400
+/// `invalid_request` in the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::InvalidRequest(
+                format!(
+                    "the query string does not fit this request: {}",
+                    rejection.body_text()
+                )
+                .into(),
+            )),
+        }
     }
 }
 

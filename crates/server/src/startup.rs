@@ -1,19 +1,43 @@
 //! Building and running the service: `Application::build(config)` binds its own listener
 //! (port 0 in tests), so callers learn the port before serving.
+//!
+//! The serving loop is hyper's, driven here rather than by `axum::serve`, for the limits a
+//! public service needs (`[server]`): a deadline for each request's headers
+//! (`header_read_timeout`) and for the whole request (`request_timeout`, answered 408), idle
+//! connections closed (`idle_timeout`), a cap on open connections beyond which requests are
+//! answered 503 `overloaded` (`max_connections`), and a shutdown that lets requests in flight
+//! finish but ends within `shutdown_grace` whatever the clients do.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::ServiceExt as _;
 use wxauth_wechat::{ClientConfig, WechatClient};
 
 use crate::api;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, TokensConfig};
+use crate::config::{Config, ServerConfig, TokensConfig};
+use crate::error::ApiError;
 use crate::jwt::{JwtSettings, KeyRing};
 use crate::state::{AppState, Inner, Lifetimes, Media};
 use crate::store;
@@ -22,11 +46,16 @@ use crate::store::signing_keys::SigningKeyStore;
 /// How often expired tokens and sessions are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Connections beyond `server.max_connections` that are still answered (503); past these
+/// they are closed at once, so a flood costs no more than this many small tasks.
+const SHED_CONNECTIONS: usize = 1024;
+
 /// A built service, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
+    limits: Limits,
 }
 
 impl Application {
@@ -43,6 +72,11 @@ impl Application {
                 problems.join("\n- ")
             )
         })?;
+        // Bound first: a taken port is reported before anything touches the database.
+        let listener = bind(config.server.listen).await?;
+        let addr = listener
+            .local_addr()
+            .context("Failed to read the bound address")?;
         if config.database.url == crate::config::DatabaseConfig::default().url {
             tracing::warn!(
                 "database.url is not set: using {} in the working directory",
@@ -69,12 +103,6 @@ impl Application {
             .into_iter()
             .map(|app| (app.app_id.clone(), app))
             .collect();
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("Failed to listen on {}", config.server.listen))?;
-        let addr = listener
-            .local_addr()
-            .context("Failed to read the bound address")?;
         let public_url = match &config.server.public_url {
             Some(url) => url.clone(),
             None => {
@@ -130,6 +158,7 @@ impl Application {
             listener,
             addr,
             state,
+            limits: Limits::new(&config.server),
         })
     }
 
@@ -153,23 +182,413 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then lets requests in flight finish (for at most
+    /// `server.shutdown_grace`).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
         let reload_keys = tokio::spawn(self.state.keys.clone().reload_loop());
-        let app = api::router(self.state);
-        let result = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let app = api::router(self.state, self.limits.request_timeout);
+        serve(self.listener, app, self.limits, shutdown).await;
         purge.abort();
         reload_keys.abort();
-        result
+        Ok(())
+    }
+}
+
+/// Binds the listener; a failure says which setting picks the address.
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        let why = match err.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "the address is already in use (by another wxauth, or another program)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => "this machine has no such address",
+            _ => "the address cannot be listened on",
+        };
+        anyhow::Error::new(err).context(format!(
+            "Failed to listen on {addr}: {why}. Choose another address with server.listen in \
+             the config file or the WXAUTH_SERVER__LISTEN environment variable (wxauth serve), \
+             or with --listen (wxauth demo)"
+        ))
+    })
+}
+
+/// `[server]` as the serving loop uses it; a zero turns a limit off.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    shutdown_grace: Duration,
+}
+
+impl Limits {
+    fn new(server: &ServerConfig) -> Self {
+        let set = |d: Duration| Some(d).filter(|d| !d.is_zero());
+        Self {
+            header_read_timeout: set(server.header_read_timeout),
+            request_timeout: set(server.request_timeout),
+            idle_timeout: set(server.idle_timeout),
+            max_connections: Some(server.max_connections).filter(|n| *n > 0),
+            shutdown_grace: server.shutdown_grace,
+        }
+    }
+
+    /// How long a connection may sit with nothing to do: before its first request, the
+    /// header deadline applies too.
+    fn quiet_limit(&self, served: bool) -> Option<Duration> {
+        let before_first = if served {
+            None
+        } else {
+            self.header_read_timeout
+        };
+        [before_first, self.idle_timeout]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// What becomes of an accepted connection.
+enum Admission {
+    /// Served; holds its place under `max_connections` (if there is a limit).
+    Serve(Option<OwnedSemaphorePermit>),
+    /// Over the limit: every request on it is answered 503 `overloaded`.
+    Shed(OwnedSemaphorePermit),
+    /// Over the limit and the shedding allowance: closed at once.
+    Refuse,
+}
+
+/// Accepts connections until `shutdown`, then stops accepting, lets requests in flight finish
+/// within the grace period and closes whatever is left.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let builder = http_builder(&limits);
+    let mut shed_builder = builder.clone();
+    shed_builder.http1().keep_alive(false);
+    let open = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    let shed = Arc::new(Semaphore::new(SHED_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    let mut shedding = false;
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(err) = done
+                    && err.is_panic()
+                {
+                    tracing::error!("a connection task panicked");
+                }
+                continue;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    accept_failed(&err).await;
+                    continue;
+                }
+            },
+        };
+        let admission = match &open {
+            None => Admission::Serve(None),
+            Some(open) => match open.clone().try_acquire_owned() {
+                Ok(permit) => Admission::Serve(Some(permit)),
+                Err(_) => match shed.clone().try_acquire_owned() {
+                    Ok(permit) => Admission::Shed(permit),
+                    Err(_) => Admission::Refuse,
+                },
+            },
+        };
+        match admission {
+            Admission::Serve(permit) => {
+                if shedding {
+                    tracing::info!("below server.max_connections again");
+                    shedding = false;
+                }
+                let activity = Arc::new(Activity::new());
+                let service = routed(app.clone(), peer, activity.clone());
+                let conn = builder.serve_connection(io(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    let _permit = permit;
+                    run_connection(conn, &activity, limits).await;
+                });
+            }
+            Admission::Shed(permit) => {
+                if !shedding {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "at server.max_connections: answering new connections 503 overloaded"
+                    );
+                    shedding = true;
+                }
+                let activity = Arc::new(Activity::new());
+                let service = overloaded(activity.clone());
+                let conn = shed_builder
+                    .serve_connection(io(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    let _permit = permit;
+                    run_connection(conn, &activity, limits).await;
+                });
+            }
+            Admission::Refuse => drop(stream),
+        }
+    }
+    // No new connections from here on.
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "stopped accepting connections; finishing requests in flight"
+    );
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            grace_ms = u64::try_from(limits.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+            "server.shutdown_grace is over: closing the connections still busy"
+        );
+    }
+    connections.shutdown().await;
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+fn io(stream: TcpStream) -> TokioIo<TcpStream> {
+    // Answers are small: send them at once rather than waiting to fill a packet.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "could not set TCP_NODELAY");
+    }
+    TokioIo::new(stream)
+}
+
+/// A connection runs until it ends, or until it has been idle too long.
+async fn run_connection<C>(conn: C, activity: &Activity, limits: Limits)
+where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    tokio::select! {
+        result = conn => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        }
+        () = activity.quiet_for(limits) => {
+            tracing::debug!("closing an idle connection");
+        }
+    }
+}
+
+/// Waits out a failed accept. Most failures concern one connection; running out of file
+/// descriptors does not, and retrying at once would only spin.
+async fn accept_failed(err: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) {
+        tracing::debug!(error = %err, "a connection failed while being accepted");
+        return;
+    }
+    tracing::warn!(error = %err, "cannot accept connections (out of file descriptors?)");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The router as hyper calls it: each request carries the peer address (for
+/// `ConnectInfo<SocketAddr>`), and the connection's activity is recorded.
+fn routed(
+    app: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<TrackedBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<TrackedBody>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let handling = activity.begin();
+        let app = app.clone();
+        let activity = activity.clone();
+        async move {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = app
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {});
+            drop(handling);
+            Ok(track(response, activity))
+        }
+    })
+}
+
+/// What connections over the limit are answered: 503 `overloaded`, and the connection closed.
+fn overloaded(
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<TrackedBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<TrackedBody>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |_request: hyper::Request<Incoming>| {
+        let handling = activity.begin();
+        let activity = activity.clone();
+        async move {
+            drop(handling);
+            Ok(track(api::edge_response(ApiError::Overloaded), activity))
+        }
+    })
+}
+
+fn track(response: Response, activity: Arc<Activity>) -> hyper::Response<TrackedBody> {
+    response.map(|inner| TrackedBody { inner, activity })
+}
+
+/// When a connection last did something, and whether a request is being handled on it.
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Woken when a request has been handled, to start counting idle time.
+    handled: Notify,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ActivityState {
+    /// Requests on this connection whose handler is running.
+    handling: usize,
+    /// The last time a request arrived or was answered, or a piece of an answer was sent.
+    last: Instant,
+    /// Whether any request arrived yet.
+    served: bool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(ActivityState {
+                handling: 0,
+                last: Instant::now(),
+                served: false,
+            }),
+            handled: Notify::new(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ActivityState)) -> ActivityState {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut state);
+        *state
+    }
+
+    fn begin(self: &Arc<Self>) -> Handling {
+        self.update(|s| {
+            s.handling += 1;
+            s.served = true;
+            s.last = Instant::now();
+        });
+        Handling(self.clone())
+    }
+
+    fn touch(&self) {
+        self.update(|s| s.last = Instant::now());
+    }
+
+    /// Completes once the connection has been quiet (no handler running, nothing sent) for
+    /// its limit; never, when there is none.
+    async fn quiet_for(&self, limits: Limits) {
+        loop {
+            // Registered before reading the state, so a request finishing in between is seen.
+            let mut handled = pin!(self.handled.notified());
+            handled.as_mut().enable();
+            let state = self.update(|_| {});
+            let Some(limit) = limits.quiet_limit(state.served) else {
+                return std::future::pending().await;
+            };
+            if state.handling > 0 {
+                handled.await;
+                continue;
+            }
+            let deadline = state.last + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = handled => {}
+            }
+        }
+    }
+}
+
+/// A request being handled; dropped when its answer is ready (or the request is abandoned).
+struct Handling(Arc<Activity>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.update(|s| {
+            s.handling = s.handling.saturating_sub(1);
+            s.last = Instant::now();
+        });
+        self.0.handled.notify_waiters();
+    }
+}
+
+/// A response body that records progress, so a download that is moving is not idle while
+/// one the client stopped reading is.
+struct TrackedBody {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

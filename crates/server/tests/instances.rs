@@ -1,6 +1,7 @@
 //! Several real `wxauth serve` processes on one database and one Redis: any instance serves
 //! any request, revocation is seen everywhere at once, and concurrent first logins spread
-//! over instances still make one user.
+//! over instances still make one user. Instances started at the same moment on a fresh
+//! database take turns applying the migrations, and all of them come up.
 
 // Tests panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
@@ -30,7 +31,12 @@ struct Instance {
 }
 
 async fn serve(backend: &TestBackend, sim: &SimHandle) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wxauth"))
+    listening(start(backend, sim)).await
+}
+
+/// Starts `wxauth serve` without waiting for it.
+fn start(backend: &TestBackend, sim: &SimHandle) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wxauth"))
         .arg("serve")
         .envs(backend.env())
         .env("WXAUTH_SERVER__LISTEN", "127.0.0.1:0")
@@ -47,7 +53,11 @@ async fn serve(backend: &TestBackend, sim: &SimHandle) -> Instance {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits until a started instance listens.
+async fn listening(mut child: Child) -> Instance {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         let mut said = Vec::new();
@@ -258,4 +268,68 @@ async fn two_instances_on_postgres_and_redis_behave_as_one() {
     ) {
         two_instances_share_everything(Sql::Postgres).await;
     }
+}
+
+/// Starts `n` instances at the same moment on a fresh database; every one must come up.
+async fn instances_started_at_once_all_become_ready(sql: Sql, n: usize) {
+    let backend = TestBackend::provision(sql, false).await;
+    let sim = wechat_sim::spawn(
+        SimConfig::default(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let children: Vec<Child> = (0..n).map(|_| start(&backend, &sim)).collect();
+    let mut instances = Vec::new();
+    for child in children {
+        instances.push(listening(child).await);
+    }
+    let http = reqwest::Client::new();
+    for instance in &instances {
+        let response = http
+            .get(format!("{}/readyz", instance.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The migrations ran exactly once each.
+    let applied = backend.count("_sqlx_migrations").await;
+    assert_eq!(
+        applied,
+        i64::try_from(std::fs::read_dir(migrations_dir(sql)).unwrap().count()).unwrap()
+    );
+    for instance in instances {
+        instance.stop().await;
+    }
+}
+
+fn migrations_dir(sql: Sql) -> std::path::PathBuf {
+    let backend = match sql {
+        Sql::Sqlite => "sqlite",
+        Sql::Mysql => "mysql",
+        Sql::Postgres => "postgres",
+    };
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend)
+}
+
+#[tokio::test]
+async fn four_instances_started_at_once_on_a_fresh_mariadb_database_all_become_ready() {
+    if services::available("parallel start on MariaDB", &[services::MYSQL]) {
+        instances_started_at_once_all_become_ready(Sql::Mysql, 4).await;
+    }
+}
+
+#[tokio::test]
+async fn four_instances_started_at_once_on_a_fresh_postgres_database_all_become_ready() {
+    if services::available("parallel start on PostgreSQL", &[services::POSTGRES]) {
+        instances_started_at_once_all_become_ready(Sql::Postgres, 4).await;
+    }
+}
+
+#[tokio::test]
+async fn four_processes_started_at_once_on_a_fresh_sqlite_file_all_come_up() {
+    instances_started_at_once_all_become_ready(Sql::Sqlite, 4).await;
 }

@@ -3,7 +3,7 @@
 //! (`POST /v1/me/avatar`, served back under `/media/`). Parse, call the service, answer.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::views::MeView;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::service::people::{self, PhoneRequest, ProfilePatch, Profiled, UserInfoRequest};
 use crate::service::sessions::Caller;
 use crate::state::AppState;
@@ -60,7 +60,7 @@ fn view(caller: &Caller, profiled: &Profiled, query: &MeQuery) -> Json<MeView> {
 async fn me(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
 ) -> Result<Json<MeView>, ApiError> {
     let profiled = people::profile(&state, &caller).await?;
     Ok(view(&caller, &profiled, &query))
@@ -69,7 +69,7 @@ async fn me(
 async fn update(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(patch): ApiJson<ProfilePatch>,
 ) -> Result<Json<MeView>, ApiError> {
     let profiled = people::update(&state, &caller, patch).await?;
@@ -79,7 +79,7 @@ async fn update(
 async fn userinfo(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(request): ApiJson<UserInfoRequest>,
 ) -> Result<Json<MeView>, ApiError> {
     let profiled = people::user_info(&state, &caller, request).await?;
@@ -89,7 +89,7 @@ async fn userinfo(
 async fn phone(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(request): ApiJson<PhoneRequest>,
 ) -> Result<Json<MeView>, ApiError> {
     let profiled = people::phone(&state, &caller, request).await?;
@@ -99,7 +99,7 @@ async fn phone(
 async fn avatar(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<MeQuery>,
+    ApiQuery(query): ApiQuery<MeQuery>,
     request: Request,
 ) -> Result<Json<MeView>, ApiError> {
     let content_type = request

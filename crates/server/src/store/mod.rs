@@ -8,6 +8,7 @@
 //! config.
 
 pub mod check;
+pub mod migrate;
 pub mod redis;
 pub mod signing_keys;
 pub mod sql;

@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row as _, Transaction};
 
 use super::StoreError;
-use super::sql::{Dialect, SqlStore, store_error};
+use super::sql::{Dialect, SqlStore, is_deadlock, is_unique_violation, store_error};
 
 /// One row of `signing_keys`.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,7 +181,9 @@ impl SigningKeyStore {
                 if let Err(rollback) = tx.rollback().await {
                     tracing::debug!(error = %rollback, "rollback after a failed key insert");
                 }
-                if is_unique_violation(&err) {
+                // Another instance won the race (on MySQL/MariaDB, concurrent inserts into the
+                // same index gap may also end in a deadlock): look again.
+                if is_unique_violation(&err) || is_deadlock(&err) {
                     Ok(false)
                 } else {
                     Err(store_error(err))
@@ -217,10 +219,6 @@ impl SigningKeyStore {
             .await?;
         Ok(())
     }
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 fn key_from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {

@@ -135,10 +135,7 @@ impl SqlStore {
                     config.url.masked()
                 )
             })?;
-        migrator(dialect)
-            .run(&pool)
-            .await
-            .context("Failed to apply database migrations")?;
+        super::migrate::run(&pool, dialect, migrator(dialect)).await?;
         Ok(Self { pool, dialect })
     }
 
@@ -276,12 +273,12 @@ fn corrupt(what: &'static str) -> impl Fn(wxauth_wechat::ParseError) -> sqlx::Er
     move |err| sqlx::Error::Decode(format!("a stored {what} does not parse: {err}").into())
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// Deadlock or serialization failure: the transaction can simply be tried again.
-fn is_deadlock(err: &sqlx::Error) -> bool {
+pub(crate) fn is_deadlock(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
