@@ -141,6 +141,7 @@ fn config_not_read(cli: &Cli) -> Option<String> {
             "the simulator takes its settings as options (see `wxauth sim --help`)",
         ),
         Command::GenKey => ("gen-key", "it only prints a new random key"),
+        Command::GenSecret => ("gen-secret", "it only prints a new random service secret"),
         _ => return None,
     };
     Some(format!(
@@ -199,15 +200,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let algorithm = config.tokens.jwt_algorithm;
                     let kid = jwt::rotate(&keys, &resolved.data_key, algorithm, now, retire_after)
                         .await?;
-                    println!("made the signing key {kid} ({algorithm}); it signs from now on");
-                    println!(
-                        "older keys stay published until {} at the latest; running instances \
-                         switch within {}",
+                    say(&format!(
+                        "made the signing key {kid} ({algorithm}); it signs from now on\n\
+                         older keys stay published until {} at the latest; running instances \
+                         switch within {}\n",
                         rfc3339(retire_after),
                         humantime::format_duration(jwt::RELOAD_EVERY)
-                    );
+                    ));
                 }
-                KeysCommand::List => print!("{}", key_table(&keys.all().await?, now)),
+                KeysCommand::List => say(&key_table(&keys.all().await?, now)),
             }
         }
         Command::RevokeSessions { user } => {
@@ -262,6 +263,13 @@ fn key_table(keys: &[StoredKey], now: i64) -> String {
         ));
     }
     out
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {

@@ -22,6 +22,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/introspect", post(introspect))
         .route("/v1/verify", any(verify))
+        // Envoy's ext_authz (HTTP mode) appends the original path to its path prefix.
+        .route("/v1/verify/{*original}", any(verify))
 }
 
 /// An introspection request (form-encoded as RFC 7662 says, or JSON). No `Debug`: it holds a

@@ -200,7 +200,13 @@ pub async fn user_info(
     {
         return Err(ApiError::BadSignature);
     }
-    let unionid = info.union_id.clone().and_then(|u| UnionId::parse(u).ok());
+    // A unionId in the data links (and may merge) persons only when the data also names this
+    // session's openid: data without an openId cannot show whose unionId it is.
+    let unionid = info
+        .union_id
+        .clone()
+        .filter(|_| info.open_id.as_deref() == Some(caller.principal.openid.as_str()))
+        .and_then(|u| UnionId::parse(u).ok());
     let update = profile_update(info, &caller.user);
     apply(state, caller, &update, unionid.as_ref()).await
 }

@@ -168,6 +168,41 @@ async fn a_unionid_in_decrypted_data_merges_the_two_persons_into_the_older() {
 }
 
 #[tokio::test]
+async fn a_unionid_in_decrypted_data_without_this_sessions_openid_links_nothing() {
+    let app = three_apps().await;
+    let key = "c2Vzc2lvbi1rZXktMTIzNA==";
+    let (in_u, in_a, unionid) = two_persons_for_one_human(&app, "dan", key).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for plain in [
+        json!({ "unionId": unionid, "nickName": "Dan",
+                "watermark": { "appid": APP_U, "timestamp": now } }),
+        json!({ "openId": in_a["user"]["openid"], "unionId": unionid, "nickName": "Dan",
+                "watermark": { "appid": APP_U, "timestamp": now } }),
+    ] {
+        let iv = [2u8; 16];
+        let body = json!({
+            "encrypted_data": crypto::encrypt(&SessionKey::parse(key).unwrap(), &iv, plain.to_string().as_bytes()),
+            "iv": crypto::encode_iv(&iv),
+        });
+        let response = app
+            .post_authed("/v1/me/userinfo", &token(&in_u, "access_token"), body)
+            .await;
+        // Data naming another openid is refused; data naming none updates the profile only.
+        if plain.get("openId").is_some() {
+            assert_error(response, StatusCode::BAD_REQUEST, "openid_mismatch").await;
+        } else {
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    assert_eq!(me(&app, &in_u).await["unionid"], Value::Null);
+    assert_ne!(me(&app, &in_u).await["id"], me(&app, &in_a).await["id"]);
+    assert!(app.backend.merges().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_unionid_appearing_at_login_merges_the_two_persons() {
     let app = three_apps().await;
     let key = "o0q0otL8aEzpcZL/FT9WsQ==";

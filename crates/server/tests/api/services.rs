@@ -232,6 +232,15 @@ async fn verify_answers_204_with_identity_headers_or_401_invalid_token() {
                 login["user"]["unionid"].as_str().map(str::to_owned)
             );
         }
+        // Envoy's ext_authz appends the original path.
+        let envoy = app
+            .http
+            .get(app.url("/v1/verify/api/orders/42"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(envoy.status(), StatusCode::NO_CONTENT);
         let no_token = app.http.get(app.url("/v1/verify")).send().await.unwrap();
         assert_eq!(
             no_token.headers()["www-authenticate"],
