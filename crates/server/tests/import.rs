@@ -827,9 +827,13 @@ async fn mistakes_are_explained_with_what_the_source_has_and_fail() {
         &env,
     )
     .await;
-    fails_saying(
+    let run = fails_saying(
         run,
-        "--app-id: app_id must be printable ASCII without spaces",
+        "--app-id must be an AppID: wx followed by 16 hexadecimal characters",
+    );
+    assert!(
+        !run.text().contains("not an app"),
+        "the value is not echoed"
     );
 
     let run = wxauth(
