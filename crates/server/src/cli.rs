@@ -1,5 +1,5 @@
 //! The command line: `wxauth demo | serve | migrate | check-config | sim | gen-key |
-//! gen-secret | revoke-sessions | keys`.
+//! gen-secret | revoke-sessions | keys | import django`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,12 +11,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::clock::{Clock as _, SystemClock, rfc3339};
-use crate::config::{Config, DatabaseConfig, SessionStoreKind, duration, is_app_id};
+use crate::config::{Config, DatabaseConfig, DatabaseUrl, SessionStoreKind, duration, is_app_id};
 use crate::seal::DataKey;
 use crate::startup::Application;
 use crate::store::check;
 use crate::store::signing_keys::{SigningKeyStore, StoredKey};
-use crate::{admin, demo, jwt, store, telemetry};
+use crate::{admin, demo, import, jwt, store, telemetry};
 
 /// Login and identity service for WeChat Mini Programs.
 #[derive(Debug, Parser)]
@@ -76,6 +76,45 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Bring users over from another backend into wxauth's database.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+/// Where `wxauth import` reads users from.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// The user table of a Django backend (the Wxuser model, a User extending AbstractUser,
+    /// or a User with open_id): each row becomes a person with an identity in the app.
+    /// Openids the app has already are skipped, so it can run again.
+    Django(DjangoArgs),
+}
+
+/// `wxauth import django` options.
+#[derive(Debug, clap::Args)]
+pub struct DjangoArgs {
+    /// The Django database: sqlite://FILE (opened read-only), mysql://USER:PASS@HOST/DB or
+    /// postgres://USER:PASS@HOST/DB.
+    #[arg(long = "from", value_name = "URL", value_parser = database_url)]
+    pub from: DatabaseUrl,
+    /// The mini program whose openids the table holds.
+    #[arg(long, value_name = "APP_ID")]
+    pub app_id: String,
+    /// The user table (default: the one table that looks like a Django user table).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Which column fills which field, FIELD=COLUMN (FIELD= leaves a field out). Fields: key,
+    /// openid, nickname, avatar_url, gender, city, province, country, language, phone,
+    /// created_at, extra.NAME.
+    #[arg(long, value_name = "FIELD=COLUMN,...", value_delimiter = ',')]
+    pub map: Vec<String>,
+    /// Django's MEDIA_URL, e.g. https://example.com/media/: avatar file paths (ImageField)
+    /// become URLs under it; without it they are left out.
+    #[arg(long, value_name = "URL")]
+    pub media_url: Option<url::Url>,
+    /// Read and check every row and print the summary, but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `wxauth keys ...`
@@ -230,8 +269,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Import(ImportCommand::Django(args)) => {
+            let config = load(cli.config)?;
+            return import_django(&config, args).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A URL kept in a type whose `Debug` hides its password.
+fn database_url(value: &str) -> Result<DatabaseUrl, String> {
+    Ok(DatabaseUrl::from(value))
+}
+
+/// Exit status of an import that finished but left rows out (they are listed).
+const IMPORT_HAD_INVALID_ROWS: u8 = 3;
+
+async fn import_django(config: &Config, args: DjangoArgs) -> anyhow::Result<ExitCode> {
+    // The value is not echoed: a pasted AppSecret would end up on the screen.
+    if !is_app_id(&args.app_id) {
+        anyhow::bail!("--app-id must be an AppID: wx followed by 16 hexadecimal characters");
+    }
+    let app_id = wxauth_wechat::AppId::parse(args.app_id.as_str())
+        .map_err(|err| anyhow::anyhow!("--app-id: {err}"))?;
+    let options = import::DjangoImport {
+        from: args.from,
+        app_id,
+        table: args.table,
+        map: args.map,
+        media_url: args.media_url,
+        dry_run: args.dry_run,
+    };
+    let summary = import::run(config, &options, SystemClock.now()).await?;
+    print!("{summary}");
+    Ok(if summary.invalid > 0 {
+        ExitCode::from(IMPORT_HAD_INVALID_ROWS)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// 32 random bytes, base64url without padding.
