@@ -222,7 +222,11 @@ async fn after_a_rotation_pyjwt_and_jose_accept_new_tokens_by_the_new_kid_and_ol
 const DATA_KEY: &str = "dGVzdC1kYXRhLWtleS0zMi1ieXRlcy1sb25nLXh4eHg=";
 
 /// One `wxauth serve` process; its URL.
-async fn serve(backend: &TestBackend, sim_url: &str) -> (Child, String) {
+async fn serve(
+    backend: &TestBackend,
+    sim_url: &str,
+    extra_env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wxauth"))
         .arg("serve")
         .envs(backend.env())
@@ -237,6 +241,7 @@ async fn serve(backend: &TestBackend, sim_url: &str) -> (Child, String) {
         )
         .env("WXAUTH_LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
+        .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -262,6 +267,68 @@ async fn serve(backend: &TestBackend, sim_url: &str) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
+/// A real `wxauth serve` on a fresh backend, its simulator, and a logged-in user.
+struct Served {
+    _backend: TestBackend,
+    _sim: wechat_sim::SimHandle,
+    _server: Child,
+    url: String,
+    http: reqwest::Client,
+    login: Value,
+}
+
+impl Served {
+    async fn start(extra_env: &[(&str, &str)]) -> Self {
+        let backend = TestBackend::from_env().await;
+        let sim = wechat_sim::spawn(
+            SimConfig::default(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap();
+        let (server, url) = serve(&backend, &sim.base_url(), extra_env).await;
+        let http = reqwest::Client::new();
+        let code: Value = http
+            .post(format!("{}/sim/login", sim.base_url()))
+            .json(&json!({ "appid": DEMO_APP_ID, "user": "alice" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let login: Value = http
+            .post(format!("{url}/v1/auth/login"))
+            .json(&json!({ "code": code["code"] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            _backend: backend,
+            _sim: sim,
+            _server: server,
+            url,
+            http,
+            login,
+        }
+    }
+
+    fn token(&self) -> String {
+        self.login["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn through(&self, nginx: &ext::Nginx, bearer: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(nginx.url("/orders/42"));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send().await.unwrap()
+    }
+}
+
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_the_real_service_lets_through_only_accepted_tokens() {
     let Some(nginx_bin) = ext::nginx(
@@ -269,54 +336,22 @@ async fn nginx_auth_request_in_front_of_the_real_service_lets_through_only_accep
     ) else {
         return;
     };
-    let backend = TestBackend::from_env().await;
-    let sim = wechat_sim::spawn(
-        SimConfig::default(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let (_server, wxauth) = serve(&backend, &sim.base_url()).await;
-    let http = reqwest::Client::new();
-    let code: Value = http
-        .post(format!("{}/sim/login", sim.base_url()))
-        .json(&json!({ "appid": DEMO_APP_ID, "user": "alice" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let login: Value = http
-        .post(format!("{wxauth}/v1/auth/login"))
-        .json(&json!({ "code": code["code"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let served = Served::start(&[]).await;
+    let token = served.token();
 
     // GET /v1/me answers 200 for a live token and 401 otherwise: enough to show the plumbing.
     let upstream = ext::EchoUpstream::start().await;
-    let nginx = ext::Nginx::start(&nginx_bin, &format!("{wxauth}/v1/me"), upstream.addr).await;
-    let get = |bearer: Option<&str>| {
-        let mut request = http.get(nginx.url("/orders/42"));
-        if let Some(bearer) = bearer {
-            request = request.bearer_auth(bearer);
-        }
-        request.send()
-    };
+    let auth = format!("{}/v1/me", served.url);
+    let nginx = ext::Nginx::start(&nginx_bin, &auth, upstream.addr).await;
 
-    let response = get(None).await.unwrap();
+    let response = served.through(&nginx, None).await;
     assert_eq!(
         response.status(),
         StatusCode::UNAUTHORIZED,
         "{}",
         nginx.error_log()
     );
-    let response = get(Some("wxa_not-a-token")).await.unwrap();
+    let response = served.through(&nginx, Some("wxa_not-a-token")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         upstream.hits(),
@@ -324,7 +359,7 @@ async fn nginx_auth_request_in_front_of_the_real_service_lets_through_only_accep
         "nothing reaches the upstream unauthenticated"
     );
 
-    let response = get(Some(&token)).await.unwrap();
+    let response = served.through(&nginx, Some(&token)).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", nginx.error_log());
     let echoed = ext::json_or_text(&response.bytes().await.unwrap());
     assert_eq!(echoed["path"], "/orders/42");
@@ -332,14 +367,45 @@ async fn nginx_auth_request_in_front_of_the_real_service_lets_through_only_accep
     assert_eq!(upstream.hits(), 1);
 
     // Logging out revokes the token at once, behind nginx too.
-    let logout = http
-        .post(format!("{wxauth}/v1/auth/logout"))
+    let logout = served
+        .http
+        .post(format!("{}/v1/auth/logout", served.url))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert!(logout.status().is_success());
-    let response = get(Some(&token)).await.unwrap();
+    let response = served.through(&nginx, Some(&token)).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn nginx_passes_the_user_id_from_v1_verify_to_the_upstream_for_a_jwt() {
+    let Some(nginx_bin) = ext::nginx(
+        "ext_clients::nginx_passes_the_user_id_from_v1_verify_to_the_upstream_for_a_jwt",
+    ) else {
+        return;
+    };
+    let served = Served::start(&[("WXAUTH_TOKENS__FORMAT", "jwt")]).await;
+    let token = served.token();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let upstream = ext::EchoUpstream::start().await;
+    let auth = format!("{}/v1/verify", served.url);
+    let nginx = ext::Nginx::start(&nginx_bin, &auth, upstream.addr).await;
+
+    let response = served.through(&nginx, None).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        nginx.error_log()
+    );
+    assert_eq!(upstream.hits(), 0);
+
+    let response = served.through(&nginx, Some(&token)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", nginx.error_log());
+    let echoed = ext::json_or_text(&response.bytes().await.unwrap());
+    assert_eq!(echoed["x_wxauth_user_id"], served.login["user"]["id"]);
     assert_eq!(upstream.hits(), 1);
 }
