@@ -467,7 +467,7 @@ struct Ring {
     keys: RwLock<Arc<KeySet>>,
     /// When the keys were last reread, by the ring's clock (held while rereading, so rereads
     /// never overlap).
-    last_reload: tokio::sync::Mutex<i64>,
+    last_reload: Arc<tokio::sync::Mutex<i64>>,
 }
 
 /// The signing keys in memory. Cheap to clone: everything sits behind one `Arc`.
@@ -503,7 +503,7 @@ impl KeyRing {
             settings,
             clock,
             keys: RwLock::new(Arc::new(keys)),
-            last_reload: tokio::sync::Mutex::new(loaded_at),
+            last_reload: Arc::new(tokio::sync::Mutex::new(loaded_at)),
         })))
     }
 
@@ -612,11 +612,30 @@ impl KeyRing {
         json!({ "keys": published })
     }
 
-    /// The key set after rereading the keys, unless they were reread in the last
-    /// [`RELOAD_AT_MOST_EVERY`].
-    pub async fn fresh_jwks(&self) -> Value {
-        self.reload_rate_limited().await;
-        self.jwks()
+    /// Starts rereading the keys in the background unless they were reread in the last
+    /// [`RELOAD_AT_MOST_EVERY`] or a reread is under way. Never waits for the database, so the
+    /// key set is served from memory even while the database is slow or down.
+    pub fn refresh_soon(&self) {
+        let Ok(mut last) = self.0.last_reload.clone().try_lock_owned() else {
+            return;
+        };
+        if !self.is_stale(*last) {
+            return;
+        }
+        let ring = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = ring.reload_locked(&mut last).await {
+                tracing::warn!(error = %format!("{err:#}"), "could not reread the signing keys");
+            }
+        });
+    }
+
+    /// True when `last` (a reread) is [`RELOAD_AT_MOST_EVERY`] old, or in the future (a clock
+    /// that went backwards does not hold rereads off).
+    fn is_stale(&self, last: i64) -> bool {
+        let now = self.0.clock.now();
+        let gap = i64::try_from(RELOAD_AT_MOST_EVERY.as_secs()).unwrap_or(i64::MAX);
+        !(last..last.saturating_add(gap)).contains(&now)
     }
 
     /// Rereads the keys from the database.
@@ -627,10 +646,7 @@ impl KeyRing {
 
     async fn reload_rate_limited(&self) {
         let mut last = self.0.last_reload.lock().await;
-        let now = self.0.clock.now();
-        let gap = i64::try_from(RELOAD_AT_MOST_EVERY.as_secs()).unwrap_or(i64::MAX);
-        // A clock that went backwards does not hold rereads off.
-        if (*last..last.saturating_add(gap)).contains(&now) {
+        if !self.is_stale(*last) {
             return;
         }
         if let Err(err) = self.reload_locked(&mut last).await {
@@ -1118,6 +1134,61 @@ mod tests {
             .advance(RELOAD_AT_MOST_EVERY.as_secs().try_into().unwrap());
         assert!(a.verify(&token, f.now()).await.is_ok());
         assert_eq!(a.current_kid(), new_kid);
+    }
+
+    #[tokio::test]
+    async fn the_key_set_picks_up_another_instances_key_in_the_background() {
+        let f = fixture().await;
+        let a = f.ring(settings(JwtAlgorithm::EdDSA)).await;
+        let b = f.ring(settings(JwtAlgorithm::EdDSA)).await;
+        let new_kid = b.rotate().await.unwrap();
+        // Read a moment ago: no reread yet.
+        a.refresh_soon();
+        drop(a.0.last_reload.lock().await);
+        assert_eq!(a.jwks()["keys"].as_array().unwrap().len(), 1);
+        f.clock
+            .advance(RELOAD_AT_MOST_EVERY.as_secs().try_into().unwrap());
+        a.refresh_soon();
+        // The reread holds the lock until it is done.
+        drop(a.0.last_reload.lock().await);
+        assert_eq!(a.jwks()["keys"][0]["kid"], new_kid);
+        assert_eq!(a.jwks()["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_change_whose_caller_is_dropped_still_completes_whole() {
+        let f = fixture().await;
+        let ring = f.ring(settings(JwtAlgorithm::EdDSA)).await;
+        let old_kid = ring.current_kid();
+        let key = new_key(JwtAlgorithm::EdDSA, &f.data_key, f.now());
+        let new_kid = key.kid.clone();
+        // Polled once (the transaction's task starts), then dropped, as a cancelled request is.
+        let mut change = Box::pin(f.store.make_current(key, 2, f.now() + 100));
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(change.as_mut(), cx))
+        })
+        .await;
+        assert!(first.is_pending());
+        drop(change);
+        let mut keys = Vec::new();
+        for _ in 0..500 {
+            keys = f.store.all().await.unwrap();
+            if keys.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(keys.len(), 2, "the transaction finished");
+        assert_eq!(
+            (keys[0].kid.as_str(), keys[0].retire_after),
+            (new_kid.as_str(), None)
+        );
+        assert_eq!(
+            (keys[1].kid.as_str(), keys[1].retire_after),
+            (old_kid.as_str(), Some(f.now() + 100))
+        );
+        ring.reload().await.unwrap();
+        assert_eq!(ring.current_kid(), new_kid);
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ use wxauth_wechat::{ClientConfig, WechatClient};
 
 use crate::api;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ServerConfig, TokensConfig};
+use crate::config::{Config, ServerConfig, TokenFormat, TokensConfig};
 use crate::error::ApiError;
 use crate::jwt::{JwtSettings, KeyRing};
 use crate::state::{AppState, Inner, Lifetimes, Media};
@@ -117,6 +117,17 @@ impl Application {
                     .context("Failed to derive server.public_url")?
             }
         };
+        if config.tokens.format == TokenFormat::Jwt
+            && config.tokens.issuer.is_none()
+            && config.server.public_url.is_none()
+        {
+            tracing::warn!(
+                issuer = %public_url,
+                "tokens.issuer and server.public_url are not set: JWTs name this instance's \
+                 address as their issuer, which other instances do not accept; set \
+                 server.public_url"
+            );
+        }
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let keys = KeyRing::load(
             SigningKeyStore::new(&stores.sql),

@@ -25,10 +25,14 @@ pub fn router() -> Router<AppState> {
         .route("/.well-known/oauth-authorization-server", get(metadata))
 }
 
-/// The published public keys.
+/// The published public keys, from memory; a reread of the database is started now and then,
+/// so a key another instance made shows within seconds.
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    let keys = state.keys.fresh_jwks().await;
-    ([(header::CACHE_CONTROL, CACHE_CONTROL)], Json(keys))
+    state.keys.refresh_soon();
+    (
+        [(header::CACHE_CONTROL, CACHE_CONTROL)],
+        Json(state.keys.jwks()),
+    )
 }
 
 /// RFC 8414 metadata: the issuer, where its keys are, and how to introspect a token.

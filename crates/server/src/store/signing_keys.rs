@@ -141,7 +141,8 @@ impl SigningKeyStore {
 
     /// Stores `key` as the current key at `generation` (one more than the newest the caller
     /// saw), gives the key it replaces `retire_older_at`, and deletes keys retired before
-    /// `key.created_at`. `Ok(false)` when another instance stored that generation first.
+    /// `key.created_at`. `Ok(false)` when another instance stored that generation first (or
+    /// was doing so at the same moment): re-read and try again.
     ///
     /// The transaction runs in a task of its own, so a caller that is dropped half-way (a
     /// cancelled request) cannot leave it open or half-done.

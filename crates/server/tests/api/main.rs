@@ -17,3 +17,4 @@ mod profile;
 mod services;
 mod sessions;
 mod wechat_errors;
+mod wellknown;
