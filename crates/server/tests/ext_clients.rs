@@ -320,6 +320,37 @@ impl Served {
         self.login["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// Logs another simulated user in; returns the login answer.
+    async fn login_as(&self, user: &str) -> Value {
+        let code: Value = self
+            .http
+            .post(format!("{}/sim/login", self._sim.base_url()))
+            .json(&json!({ "appid": DEMO_APP_ID, "user": user }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.http
+            .post(format!("{}/v1/auth/login", self.url))
+            .json(&json!({ "code": code["code"] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send().await.unwrap()
+    }
+
     async fn through(&self, nginx: &ext::Nginx, bearer: Option<&str>) -> reqwest::Response {
         let mut request = self.http.get(nginx.url("/orders/42"));
         if let Some(bearer) = bearer {
@@ -408,4 +439,34 @@ async fn nginx_passes_the_user_id_from_v1_verify_to_the_upstream_for_a_jwt() {
     let echoed = ext::json_or_text(&response.bytes().await.unwrap());
     assert_eq!(echoed["x_wxauth_user_id"], served.login["user"]["id"]);
     assert_eq!(upstream.hits(), 1);
+
+    // Garbage, a logged-out token and a revoked one (refresh-token reuse) are refused by
+    // nginx at once, and never reach the upstream.
+    let response = served.through(&nginx, Some("eyJ.garbage.token")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let logout = served
+        .post("/v1/auth/logout", Some(&token), json!({}))
+        .await;
+    assert!(logout.status().is_success());
+    let response = served.through(&nginx, Some(&token)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "logged out");
+
+    let bob = served.login_as("bob").await;
+    let bob_token = bob["access_token"].as_str().unwrap().to_owned();
+    let response = served.through(&nginx, Some(&bob_token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = ext::json_or_text(&response.bytes().await.unwrap());
+    assert_eq!(echoed["x_wxauth_user_id"], bob["user"]["id"]);
+    for _ in 0..2 {
+        served
+            .post(
+                "/v1/auth/refresh",
+                None,
+                json!({ "refresh_token": bob["refresh_token"] }),
+            )
+            .await;
+    }
+    let response = served.through(&nginx, Some(&bob_token)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "revoked");
+    assert_eq!(upstream.hits(), 2);
 }
