@@ -280,16 +280,19 @@ impl Secret {
         }
     }
 
-    fn sign(&self, message: &[u8]) -> Vec<u8> {
-        use p256::ecdsa::signature::Signer as _;
-        match self {
-            Self::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
-            Self::Es256(key) => {
-                // JWS wants the fixed-size r || s form, which `to_bytes` is.
-                let signature: p256::ecdsa::Signature = key.sign(message);
-                signature.to_bytes().to_vec()
-            }
+    /// The key as jsonwebtoken signs with it (PKCS#8). Made for one signature and dropped:
+    /// the long-lived copy stays in the key type, which wipes it when dropped.
+    fn encoding_key(&self) -> anyhow::Result<jsonwebtoken::EncodingKey> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        let der = match self {
+            Self::Ed25519(key) => key.to_pkcs8_der(),
+            Self::Es256(key) => p256::pkcs8::EncodePrivateKey::to_pkcs8_der(key),
         }
+        .map_err(|err| anyhow::anyhow!("cannot encode the signing key: {err}"))?;
+        Ok(match self {
+            Self::Ed25519(_) => jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+            Self::Es256(_) => jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+        })
     }
 }
 
@@ -543,23 +546,13 @@ impl KeyRing {
     }
 
     /// Signs `claims` with the current key: a compact JWS with `alg`, `typ` and `kid`.
-    pub fn sign(&self, claims: &Claims) -> String {
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         let keys = self.snapshot();
         let current = &keys.current;
-        let header = json!({
-            "alg": current.secret.algorithm().as_str(),
-            "typ": "JWT",
-            "kid": current.kid,
-        });
-        // Serializing a struct of strings and numbers cannot fail.
-        let payload = serde_json::to_vec(claims).unwrap_or_else(|_| unreachable!());
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(payload)
-        );
-        let signature = current.secret.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+        let mut header = jsonwebtoken::Header::new(current.secret.algorithm().jsonwebtoken());
+        header.kid = Some(current.kid.clone());
+        jsonwebtoken::encode(&header, claims, &current.secret.encoding_key()?)
+            .context("Failed to sign a JWT")
     }
 
     /// Checks a token's signature (by its `kid`), issuer, audience and expiry at `now`, and
@@ -850,7 +843,7 @@ mod tests {
         let f = fixture().await;
         let ring = f.ring(settings(algorithm)).await;
         let claims = ring.claims(subject(), f.now());
-        let token = ring.sign(&claims);
+        let token = ring.sign(&claims).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header = b64_json(parts[0]);
@@ -879,7 +872,7 @@ mod tests {
         let ring = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         let mut claims = ring.claims(subject(), f.now());
         claims.aud = vec!["payments".to_owned()];
-        let token = ring.sign(&claims);
+        let token = ring.sign(&claims).unwrap();
         assert_eq!(
             ring.verify(&token, f.now()).await,
             Err(JwtError::WrongAudience)
@@ -887,7 +880,7 @@ mod tests {
 
         let mut claims = ring.claims(subject(), f.now());
         claims.iss = "https://evil.example.com".to_owned();
-        let token = ring.sign(&claims);
+        let token = ring.sign(&claims).unwrap();
         assert_eq!(
             ring.verify(&token, f.now()).await,
             Err(JwtError::WrongIssuer)
@@ -896,7 +889,7 @@ mod tests {
         // One matching audience among several is enough.
         let mut claims = ring.claims(subject(), f.now());
         claims.aud = vec!["payments".to_owned(), "orders".to_owned()];
-        let token = ring.sign(&claims);
+        let token = ring.sign(&claims).unwrap();
         assert!(ring.verify(&token, f.now()).await.is_ok());
     }
 
@@ -905,7 +898,7 @@ mod tests {
         let f = fixture().await;
         let ring = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         let claims = ring.claims(subject(), f.now());
-        let token = ring.sign(&claims);
+        let token = ring.sign(&claims).unwrap();
         assert!(ring.verify(&token, claims.exp - 1).await.is_ok());
         assert!(
             ring.verify(&token, claims.exp + LEEWAY_SECS - 1)
@@ -926,7 +919,7 @@ mod tests {
     async fn a_tampered_token_is_refused() {
         let f = fixture().await;
         let ring = f.ring(settings(JwtAlgorithm::EdDSA)).await;
-        let token = ring.sign(&ring.claims(subject(), f.now()));
+        let token = ring.sign(&ring.claims(subject(), f.now())).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
 
         // Another subject under the original signature.
@@ -986,7 +979,7 @@ mod tests {
         // Same issuer and audience, but keys in another database.
         let other = fixture().await;
         let stranger = other.ring(settings(JwtAlgorithm::EdDSA)).await;
-        let token = stranger.sign(&stranger.claims(subject(), f.now()));
+        let token = stranger.sign(&stranger.claims(subject(), f.now())).unwrap();
         assert_ne!(stranger.current_kid(), ring.current_kid());
         assert_eq!(
             ring.verify(&token, f.now()).await,
@@ -1052,7 +1045,7 @@ mod tests {
         let first = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         let second = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         assert_eq!(first.current_kid(), second.current_kid());
-        let token = second.sign(&second.claims(subject(), f.now()));
+        let token = second.sign(&second.claims(subject(), f.now())).unwrap();
         assert!(first.verify(&token, f.now()).await.is_ok());
         assert_eq!(f.store.all().await.unwrap().len(), 1);
     }
@@ -1085,12 +1078,12 @@ mod tests {
         let f = fixture().await;
         let ring = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         let old_kid = ring.current_kid();
-        let old_token = ring.sign(&ring.claims(subject(), f.now()));
+        let old_token = ring.sign(&ring.claims(subject(), f.now())).unwrap();
 
         let new_kid = ring.rotate().await.unwrap();
         assert_ne!(new_kid, old_kid);
         assert_eq!(ring.current_kid(), new_kid);
-        let new_token = ring.sign(&ring.claims(subject(), f.now()));
+        let new_token = ring.sign(&ring.claims(subject(), f.now())).unwrap();
         assert_eq!(
             b64_json(new_token.split('.').next().unwrap())["kid"],
             new_kid
@@ -1127,7 +1120,7 @@ mod tests {
         let a = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         let b = f.ring(settings(JwtAlgorithm::EdDSA)).await;
         let new_kid = b.rotate().await.unwrap();
-        let token = b.sign(&b.claims(subject(), f.now()));
+        let token = b.sign(&b.claims(subject(), f.now())).unwrap();
         // `a` read the keys a moment ago: it does not ask the database again yet.
         assert_eq!(a.verify(&token, f.now()).await, Err(JwtError::UnknownKey));
         f.clock
@@ -1195,7 +1188,7 @@ mod tests {
     async fn changing_the_algorithm_makes_a_new_key_and_keeps_the_old_one_published() {
         let f = fixture().await;
         let eddsa = f.ring(settings(JwtAlgorithm::EdDSA)).await;
-        let old_token = eddsa.sign(&eddsa.claims(subject(), f.now()));
+        let old_token = eddsa.sign(&eddsa.claims(subject(), f.now())).unwrap();
         let es256 = f.ring(settings(JwtAlgorithm::ES256)).await;
         assert_ne!(es256.current_kid(), eddsa.current_kid());
         let algs: Vec<Value> = es256.jwks()["keys"]

@@ -100,7 +100,7 @@ fn sign(app: &TestApp, now: i64) -> (Claims, String) {
         },
         now,
     );
-    let token = keys.sign(&claims);
+    let token = keys.sign(&claims).unwrap();
     (claims, token)
 }
 

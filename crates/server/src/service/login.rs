@@ -227,7 +227,7 @@ async fn open_session(
         user,
         session: &session,
     };
-    let (pair, access, refresh) = sessions::mint_pair(state, now, expires_at, Some(&subject));
+    let (pair, access, refresh) = sessions::mint_pair(state, now, expires_at, Some(&subject))?;
     state
         .stores
         .sessions

@@ -134,7 +134,7 @@ pub fn mint_pair(
     now: i64,
     session_end: i64,
     subject: Option<&Subject<'_>>,
-) -> (TokenPair, TokenEntry, TokenEntry) {
+) -> Result<(TokenPair, TokenEntry, TokenEntry), ApiError> {
     let access_exp = (now + state.lifetimes.access).min(session_end);
     let refresh_exp = (now + state.lifetimes.refresh).min(session_end);
     let access = match (state.token_format, subject) {
@@ -151,7 +151,7 @@ pub fn mint_pair(
                 now,
             );
             claims.exp = access_exp;
-            NewToken::from_value(state.keys.sign(&claims))
+            NewToken::from_value(state.keys.sign(&claims)?)
         }
     };
     let refresh = NewToken::generate(REFRESH_PREFIX);
@@ -162,7 +162,7 @@ pub fn mint_pair(
         refresh_token: refresh.value,
         refresh_expires_in: refresh_exp - now,
     };
-    (
+    Ok((
         pair,
         TokenEntry {
             hash: access.hash,
@@ -172,7 +172,7 @@ pub fn mint_pair(
             hash: refresh.hash,
             expires_at: refresh_exp,
         },
-    )
+    ))
 }
 
 /// Uses a refresh token once: a new pair; a second use revokes the session.
@@ -184,7 +184,7 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair,
     let now = state.now();
     let (mut pair, access, refresh) = match state.token_format {
         // Lifetimes are capped to the session's end inside the store, which knows it.
-        TokenFormat::Opaque => mint_pair(state, now, i64::MAX, None),
+        TokenFormat::Opaque => mint_pair(state, now, i64::MAX, None)?,
         // A JWT names its person and session, so find them first; the rotation below still
         // decides, atomically, whether this refresh wins.
         TokenFormat::Jwt => {
@@ -206,7 +206,7 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair,
                 user: &user,
                 session: &session,
             };
-            mint_pair(state, now, session.expires_at, Some(&subject))
+            mint_pair(state, now, session.expires_at, Some(&subject))?
         }
     };
     let outcome = state

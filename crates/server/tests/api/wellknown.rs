@@ -43,7 +43,7 @@ fn sign(app: &TestApp) -> (Claims, String) {
         },
         app.clock_now(),
     );
-    let token = keys.sign(&claims);
+    let token = keys.sign(&claims).unwrap();
     (claims, token)
 }
 
