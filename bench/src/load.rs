@@ -21,7 +21,13 @@ pub enum Scenario {
     Me,
     /// `POST /v1/auth/refresh`, each client following its own rotation chain.
     Refresh,
-    /// The three above, one after the other.
+    /// `GET /healthz`: the same process's ceiling, to compare the others with.
+    Healthz,
+    /// `GET /v1/verify` (forward auth) with a bearer token.
+    Verify,
+    /// `POST /v1/introspect` (RFC 7662) with a service credential and a token.
+    Introspect,
+    /// All of the above, one after the other.
     All,
 }
 
@@ -29,7 +35,14 @@ impl Scenario {
     /// The scenarios this one stands for, in run order.
     pub fn expand(self) -> Vec<Scenario> {
         match self {
-            Scenario::All => vec![Scenario::Login, Scenario::Me, Scenario::Refresh],
+            Scenario::All => vec![
+                Scenario::Login,
+                Scenario::Me,
+                Scenario::Refresh,
+                Scenario::Healthz,
+                Scenario::Verify,
+                Scenario::Introspect,
+            ],
             one => vec![one],
         }
     }
@@ -40,6 +53,9 @@ impl Scenario {
             Scenario::Login => "login",
             Scenario::Me => "me",
             Scenario::Refresh => "refresh",
+            Scenario::Healthz => "healthz",
+            Scenario::Verify => "verify",
+            Scenario::Introspect => "introspect",
             Scenario::All => "all",
         }
     }
@@ -63,6 +79,8 @@ pub struct Load {
     pub max_requests: u64,
     /// Size of the user pool (returning users in login, logged-in users in me).
     pub users: u64,
+    /// The service credential for introspection (name, secret).
+    pub service: (String, String),
 }
 
 /// One scenario's shared progress.
@@ -89,7 +107,7 @@ impl Run {
 /// wall time of the measured part.
 pub async fn run(load: &Arc<Load>, scenario: Scenario) -> anyhow::Result<(Tally, Duration)> {
     let tokens = match scenario {
-        Scenario::Me => prepare_me(load).await?,
+        Scenario::Me | Scenario::Verify | Scenario::Introspect => prepare_me(load).await?,
         _ => Vec::new(),
     };
     let started = Instant::now();
@@ -104,7 +122,9 @@ pub async fn run(load: &Arc<Load>, scenario: Scenario) -> anyhow::Result<(Tally,
         clients.spawn(async move {
             match scenario {
                 Scenario::Login => login_client(&load, &run).await,
-                Scenario::Me => me_client(&load, &run, client).await,
+                Scenario::Me | Scenario::Verify | Scenario::Introspect | Scenario::Healthz => {
+                    authed_client(&load, &run, client, scenario).await
+                }
                 // `All` is expanded by the caller; it never gets here.
                 Scenario::Refresh | Scenario::All => refresh_client(&load, &run, client).await,
             }
@@ -137,16 +157,35 @@ async fn login_client(load: &Load, run: &Run) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
-async fn me_client(load: &Load, run: &Run, client: usize) -> anyhow::Result<Tally> {
+/// `me`, `verify`, `introspect` (each request with one of the pool's tokens) and `healthz`.
+async fn authed_client(
+    load: &Load,
+    run: &Run,
+    client: usize,
+    scenario: Scenario,
+) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let mut i = client;
     while run.next(load).is_some() {
-        let token = &run.tokens[i % run.tokens.len()];
+        let token = run.tokens.get(i % run.tokens.len().max(1));
         i = i.wrapping_add(load.concurrency);
-        let request = load
-            .http
-            .get(format!("{}/v1/me", load.api))
-            .bearer_auth(token);
+        let request = match (scenario, token) {
+            (Scenario::Healthz, _) => load.http.get(format!("{}/healthz", load.api)),
+            (Scenario::Verify, Some(token)) => load
+                .http
+                .get(format!("{}/v1/verify", load.api))
+                .bearer_auth(token),
+            (Scenario::Introspect, Some(token)) => load
+                .http
+                .post(format!("{}/v1/introspect", load.api))
+                .basic_auth(&load.service.0, Some(&load.service.1))
+                .form(&[("token", token.as_str())]),
+            (_, Some(token)) => load
+                .http
+                .get(format!("{}/v1/me", load.api))
+                .bearer_auth(token),
+            (_, None) => anyhow::bail!("no user was logged in for {}", scenario.name()),
+        };
         tally.record(timed(request).await);
     }
     Ok(tally)

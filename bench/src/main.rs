@@ -54,6 +54,9 @@ struct Args {
     /// The service's database pool size (`database.max_connections`).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_connections: u32,
+    /// Access tokens as "opaque" (the default) or "jwt".
+    #[arg(long, default_value = "opaque", value_parser = ["opaque", "jwt"])]
+    token_format: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -71,6 +74,11 @@ async fn main() -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
         max_connections: args.max_connections,
+        token_format: if args.token_format == "jwt" {
+            wxauth::config::TokenFormat::Jwt
+        } else {
+            wxauth::config::TokenFormat::Opaque
+        },
     })
     .await?;
     let concurrency = usize::from(args.concurrency);
@@ -88,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(args.seconds),
         max_requests: args.max_requests,
         users: args.users,
+        service: (
+            stack::BENCH_SERVICE.0.to_owned(),
+            stack::BENCH_SERVICE.1.to_owned(),
+        ),
     });
 
     let mut summaries = Vec::new();

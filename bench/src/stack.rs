@@ -10,9 +10,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimConfig, SimHandle};
 use wxauth::Application;
-use wxauth::config::{AppConfig, Config, DatabaseUrl, LogConfig, LogFormat, SessionStoreKind};
+use wxauth::config::{
+    AppConfig, Config, DatabaseUrl, LogConfig, LogFormat, ServiceConfig, SessionStoreKind,
+    TokenFormat,
+};
 
 /// A data key for the benchmark only: it seals simulated session_keys in a throwaway database.
+/// The service credential the introspection scenario uses (name, secret).
+pub const BENCH_SERVICE: (&str, &str) = ("bench", "bench-only-service-secret");
 const BENCH_DATA_KEY: &str = "YmVuY2gtb25seS1kYXRhLWtleS1ub3QtZm9yLXByb2Q=";
 
 /// Token lifetimes long enough that nothing expires during a run (at most 3 scenarios of 10
@@ -27,6 +32,8 @@ pub struct Storage {
     pub redis_url: Option<String>,
     /// Most database connections in the service's pool.
     pub max_connections: u32,
+    /// Opaque or JWT access tokens.
+    pub token_format: TokenFormat,
 }
 
 /// The running simulator and service.
@@ -79,6 +86,13 @@ impl Stack {
         config.tokens.access_ttl = TOKEN_TTL;
         config.tokens.refresh_ttl = TOKEN_TTL;
         config.tokens.session_max_age = TOKEN_TTL;
+        config.tokens.format = storage.token_format;
+        config.services = vec![ServiceConfig {
+            name: BENCH_SERVICE.0.to_owned(),
+            secret: Some(SecretString::from(BENCH_SERVICE.1)),
+            secret_file: None,
+            secret_env: None,
+        }];
         config.apps = vec![AppConfig {
             app_id: DEMO_APP_ID.to_owned(),
             secret: Some(SecretString::from(DEMO_APP_SECRET)),

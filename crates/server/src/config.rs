@@ -16,12 +16,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 use wxauth_wechat::{AppCredentials, AppId, AppSecret};
 
 use crate::client_ip::Cidr;
-use crate::jwt::JwtAlgorithm;
 use crate::seal::DataKey;
 
 /// The file read when `--config` is not given, if it exists.
@@ -330,6 +329,41 @@ impl Default for TokensConfig {
             issuer: None,
             audience: vec!["wxauth".to_owned()],
         }
+    }
+}
+
+/// The JWS algorithm of new signing keys (`tokens.jwt_algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum JwtAlgorithm {
+    /// Ed25519 signatures (RFC 8037).
+    #[default]
+    EdDSA,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// The `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+        }
+    }
+
+    /// The algorithm an `alg` name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Self::EdDSA),
+            "ES256" => Some(Self::ES256),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -671,37 +705,12 @@ fn resolve_app(app: &AppConfig) -> Result<AppCredentials, String> {
         return Err(app_id_problem(&app.app_id));
     }
     let app_id = AppId::parse(app.app_id.as_str()).map_err(|e| e.to_string())?;
-    let given = [
-        app.secret.is_some(),
-        app.secret_file.is_some(),
-        app.secret_env.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
-    if given != 1 {
-        return Err(format!(
-            "app {app_id} needs exactly one of secret, secret_file or secret_env"
-        ));
-    }
-    let secret = if let Some(secret) = &app.secret {
-        secret.expose_secret().to_owned()
-    } else if let Some(path) = &app.secret_file {
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secret_file {}: {e}", path.display()))?
-            .trim()
-            .to_owned()
-    } else if let Some(var) = &app.secret_env {
-        std::env::var(var)
-            .map_err(|_| format!("the environment variable {var} (secret_env) is not set"))?
-            .trim()
-            .to_owned()
-    } else {
-        String::new()
-    };
-    if secret.is_empty() {
-        return Err(format!("the secret of app {app_id} is empty"));
-    }
+    let secret = resolve_secret(
+        &format!("app {app_id}"),
+        app.secret.as_ref(),
+        app.secret_file.as_deref(),
+        app.secret_env.as_deref(),
+    )?;
     Ok(AppCredentials::new(app_id, AppSecret::new(secret)))
 }
 

@@ -11,9 +11,9 @@
 //! `retire_after`: the rotation time plus the access-token lifetime plus [`RETIRE_MARGIN`]),
 //! so verifiers that cache the key set keep working across a rotation.
 //!
-//! Signing is done here with the RustCrypto key types, which wipe the private key from memory
-//! when dropped (jsonwebtoken's `EncodingKey` would hold a plain copy of it); verification,
-//! with its algorithm, issuer and audience checks, is jsonwebtoken's.
+//! The keys are held as RustCrypto key types, which wipe the private key from memory when
+//! dropped; signing and verification (with its algorithm, issuer and audience checks) are
+//! jsonwebtoken's, which gets the private key's PKCS#8 form for each signature only.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,45 +49,13 @@ pub const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 /// Attempts at making a current key when other instances keep winning the race.
 const CREATE_ATTEMPTS: usize = 5;
 
-/// The JWS algorithm of new signing keys (`tokens.jwt_algorithm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-pub enum JwtAlgorithm {
-    /// Ed25519 signatures (RFC 8037).
-    #[default]
-    EdDSA,
-    /// ECDSA on P-256 with SHA-256.
-    ES256,
-}
+pub use crate::config::JwtAlgorithm;
 
-impl JwtAlgorithm {
-    /// The `alg` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EdDSA => "EdDSA",
-            Self::ES256 => "ES256",
-        }
-    }
-
-    /// The algorithm an `alg` name stands for.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "EdDSA" => Some(Self::EdDSA),
-            "ES256" => Some(Self::ES256),
-            _ => None,
-        }
-    }
-
-    fn jsonwebtoken(self) -> Algorithm {
-        match self {
-            Self::EdDSA => Algorithm::EdDSA,
-            Self::ES256 => Algorithm::ES256,
-        }
-    }
-}
-
-impl fmt::Display for JwtAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// jsonwebtoken's name of an algorithm.
+fn jsonwebtoken_algorithm(algorithm: JwtAlgorithm) -> Algorithm {
+    match algorithm {
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
     }
 }
 
@@ -549,7 +517,8 @@ impl KeyRing {
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         let keys = self.snapshot();
         let current = &keys.current;
-        let mut header = jsonwebtoken::Header::new(current.secret.algorithm().jsonwebtoken());
+        let mut header =
+            jsonwebtoken::Header::new(jsonwebtoken_algorithm(current.secret.algorithm()));
         header.kid = Some(current.kid.clone());
         jsonwebtoken::encode(&header, claims, &current.secret.encoding_key()?)
             .context("Failed to sign a JWT")
@@ -569,7 +538,7 @@ impl KeyRing {
             }
         };
         let settings = &self.0.settings;
-        let mut validation = Validation::new(key.algorithm.jsonwebtoken());
+        let mut validation = Validation::new(jsonwebtoken_algorithm(key.algorithm));
         // Expiry is checked below against the service's clock, not the system's.
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
