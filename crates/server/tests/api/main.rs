@@ -14,6 +14,7 @@ mod errors;
 mod me;
 mod people;
 mod profile;
+mod races;
 mod services;
 mod sessions;
 mod wechat_errors;

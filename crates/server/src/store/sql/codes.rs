@@ -58,21 +58,27 @@ impl SqlStore {
 impl CodeCache for SqlStore {
     async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError> {
         let hash = hash.to_owned();
-        self.detached(move |store| async move { store.run_claim(&hash, now, expires_at).await })
-            .await
+        self.detached(move |store| {
+            let hash = hash.clone();
+            async move { store.run_claim(&hash, now, expires_at).await }
+        })
+        .await
     }
 
     async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE login_codes SET result = ?, expires_at = ? WHERE hash = ?";
         let (hash, result) = (hash.to_owned(), result.to_owned());
-        self.write_one(SQL, move |q| q.bind(result).bind(expires_at).bind(hash))
-            .await?;
+        self.write_one(SQL, move |q| {
+            q.bind(result.clone()).bind(expires_at).bind(hash.clone())
+        })
+        .await?;
         Ok(())
     }
 
     async fn release(&self, hash: &str) -> Result<(), StoreError> {
         let hash = hash.to_owned();
-        self.write_one(RELEASE, move |q| q.bind(hash)).await?;
+        self.write_one(RELEASE, move |q| q.bind(hash.clone()))
+            .await?;
         Ok(())
     }
 }

@@ -180,13 +180,34 @@ impl SqlStore {
 
     /// Runs a store operation to completion in a task of its own, whatever happens to the
     /// caller: a dropped request cannot leave a transaction, a lock or a half-made change.
+    ///
+    /// An operation the database chose as a deadlock victim (InnoDB does so even for two
+    /// single statements that lock one row's primary and secondary index entries in opposite
+    /// orders, e.g. a purge by expiry beside a delete by key) was rolled back whole, so it is
+    /// run again, a few times, after a short random pause.
     pub(crate) async fn detached<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(SqlStore) -> Fut,
+        F: Fn(SqlStore) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        tokio::spawn(op(self.clone())).await.map_err(|err| {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut attempt = 0;
+            loop {
+                match op(store.clone()).await {
+                    Err(err) if attempt < DEADLOCK_RETRIES && is_deadlock_victim(&err) => {
+                        attempt += 1;
+                        let pause = rand::random_range(1..=10 * attempt as u64);
+                        tracing::debug!(attempt, "deadlock victim: running the operation again");
+                        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        })
+        .await
+        .map_err(|err| {
             StoreError::Other(anyhow::anyhow!(
                 "a database operation did not finish: {err}"
             ))
@@ -228,19 +249,24 @@ impl SqlStore {
     async fn write_one(
         &self,
         sql: &'static str,
-        bind: impl FnOnce(
+        bind: impl Fn(
             sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
         ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
         + Send
+        + Sync
         + 'static,
     ) -> Result<u64, StoreError> {
-        self.detached(move |store| async move {
-            let query = bind(sqlx::query(store.q(sql)));
-            Ok(query
-                .execute(&store.pool)
-                .await
-                .map_err(store_error)?
-                .rows_affected())
+        let bind = std::sync::Arc::new(bind);
+        self.detached(move |store| {
+            let bind = bind.clone();
+            async move {
+                let query = bind(sqlx::query(store.q(sql)));
+                Ok(query
+                    .execute(&store.pool)
+                    .await
+                    .map_err(store_error)?
+                    .rows_affected())
+            }
         })
         .await
     }
@@ -275,6 +301,17 @@ fn corrupt(what: &'static str) -> impl Fn(wxauth_wechat::ParseError) -> sqlx::Er
 
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// How many times [`SqlStore::detached`] runs an operation again after a deadlock.
+const DEADLOCK_RETRIES: u32 = 4;
+
+/// A store error that is a deadlock or serialization failure (see [`is_deadlock`]).
+fn is_deadlock_victim(err: &StoreError) -> bool {
+    let (StoreError::Unavailable { source, .. } | StoreError::Other(source)) = err;
+    source
+        .downcast_ref::<sqlx::Error>()
+        .is_some_and(is_deadlock)
 }
 
 /// Deadlock or serialization failure: the transaction can simply be tried again.

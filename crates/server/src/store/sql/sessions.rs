@@ -6,7 +6,9 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 use wxauth_wechat::{AppId, OpenId};
 
+use super::users::{UserNames, joined_user_columns, user_from_named};
 use super::{SqlStore, corrupt, store_error};
+use crate::model::User;
 use crate::store::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
 use crate::tokens::TokenHash;
 
@@ -22,6 +24,44 @@ const REVOKE: &str =
     "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL";
 
 impl SqlStore {
+    /// An access token's session and the session's person, in one read (the hot path of every
+    /// authenticated request). The person is `None` when it no longer exists.
+    pub async fn authenticate_with_user(
+        &self,
+        access: &TokenHash,
+        now: i64,
+    ) -> Result<(AccessCheck, Option<User>), StoreError> {
+        const SQL: &str = concat!(
+            "SELECT t.expires_at AS token_expires_at, ",
+            session_columns!(),
+            ", ",
+            joined_user_columns!(),
+            " FROM tokens t JOIN sessions s ON s.id = t.session_id \
+             LEFT JOIN identities i ON i.app_id = s.app_id AND i.openid = s.openid \
+             LEFT JOIN users u ON u.id = i.user_id \
+             WHERE t.hash = ? AND t.kind = 'access'"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(access.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok((AccessCheck::Unknown, None));
+        };
+        let token_expires_at: i64 = row.try_get("token_expires_at").map_err(store_error)?;
+        let session = session_from_row(&row).map_err(store_error)?;
+        let check = AccessCheck::judge(session, token_expires_at, now);
+        let user = match (&check, row.try_get::<Option<String>, _>("user_id")) {
+            (AccessCheck::Valid { .. }, Ok(Some(_))) => {
+                Some(user_from_named(&row, &UserNames::JOINED).map_err(store_error)?)
+            }
+            (_, Err(err)) => return Err(store_error(err)),
+            _ => None,
+        };
+        Ok((check, user))
+    }
+
     async fn run_create(
         &self,
         session: &Session,
@@ -200,8 +240,11 @@ impl SessionStore for SqlStore {
         refresh: TokenEntry,
     ) -> Result<(), StoreError> {
         let session = session.clone();
-        self.detached(move |store| async move { store.run_create(&session, access, refresh).await })
-            .await
+        self.detached(move |store| {
+            let session = session.clone();
+            async move { store.run_create(&session, access, refresh).await }
+        })
+        .await
     }
 
     async fn authenticate(&self, access: &TokenHash, now: i64) -> Result<AccessCheck, StoreError> {
@@ -260,8 +303,10 @@ impl SessionStore for SqlStore {
 
     async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         let (session_id, reason) = (session_id.to_owned(), reason.to_owned());
-        self.write_one(REVOKE, move |q| q.bind(now).bind(reason).bind(session_id))
-            .await?;
+        self.write_one(REVOKE, move |q| {
+            q.bind(now).bind(reason.clone()).bind(session_id.clone())
+        })
+        .await?;
         Ok(())
     }
 
@@ -277,7 +322,11 @@ impl SessionStore for SqlStore {
         let (app_id, openid) = (app_id.to_string(), openid.to_string());
         let reason = reason.to_owned();
         self.write_one(SQL, move |q| {
-            q.bind(now).bind(reason).bind(app_id).bind(openid).bind(now)
+            q.bind(now)
+                .bind(reason.clone())
+                .bind(app_id.clone())
+                .bind(openid.clone())
+                .bind(now)
         })
         .await
     }
@@ -285,15 +334,17 @@ impl SessionStore for SqlStore {
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE sessions SET session_key = ? WHERE id = ?";
         let (session_id, sealed) = (session_id.to_owned(), sealed.to_owned());
-        self.write_one(SQL, move |q| q.bind(sealed).bind(session_id))
-            .await?;
+        self.write_one(SQL, move |q| {
+            q.bind(sealed.clone()).bind(session_id.clone())
+        })
+        .await?;
         Ok(())
     }
 
     async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?";
         let session_id = session_id.to_owned();
-        self.write_one(SQL, move |q| q.bind(now).bind(session_id).bind(now))
+        self.write_one(SQL, move |q| q.bind(now).bind(session_id.clone()).bind(now))
             .await?;
         Ok(())
     }

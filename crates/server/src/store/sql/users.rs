@@ -21,6 +21,17 @@ macro_rules! user_columns {
     };
 }
 
+/// The user columns beside a session's, with the names both share renamed
+/// ([`UserNames::JOINED`]).
+macro_rules! joined_user_columns {
+    () => {
+        "u.id AS user_id, u.unionid, u.nickname, u.avatar_url, u.gender, u.city, u.province, \
+         u.country, u.language, u.phone_country_code, u.phone_number, u.extra, \
+         u.created_at AS user_created_at, u.updated_at AS user_updated_at"
+    };
+}
+pub(super) use joined_user_columns;
+
 impl SqlStore {
     async fn fetch_user_by_identity(
         &self,
@@ -347,10 +358,13 @@ impl UserStore for SqlStore {
         merge: MergeRule,
     ) -> Result<LoginOutcome, StoreError> {
         let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.cloned());
-        self.detached(move |store| async move {
-            store
-                .run_login(&app_id, &openid, unionid.as_ref(), now, merge)
-                .await
+        self.detached(move |store| {
+            let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.clone());
+            async move {
+                store
+                    .run_login(&app_id, &openid, unionid.as_ref(), now, merge)
+                    .await
+            }
         })
         .await
     }
@@ -388,21 +402,53 @@ impl UserStore for SqlStore {
     ) -> Result<Option<User>, StoreError> {
         let (app_id, openid) = (app_id.clone(), openid.clone());
         let (update, unionid) = (update.clone(), unionid.cloned());
-        self.detached(move |store| async move {
-            store
-                .run_update_profile(&app_id, &openid, &update, unionid.as_ref(), now, merge)
-                .await
+        self.detached(move |store| {
+            let (app_id, openid) = (app_id.clone(), openid.clone());
+            let (update, unionid) = (update.clone(), unionid.clone());
+            async move {
+                store
+                    .run_update_profile(&app_id, &openid, &update, unionid.as_ref(), now, merge)
+                    .await
+            }
         })
         .await
     }
 }
 
+/// The names of the user columns that other tables share: as selected by [`user_columns`],
+/// or renamed where a query joins users to sessions.
+pub(super) struct UserNames {
+    id: &'static str,
+    created_at: &'static str,
+    updated_at: &'static str,
+}
+
+impl UserNames {
+    /// As [`user_columns`] selects them.
+    const PLAIN: Self = Self {
+        id: "id",
+        created_at: "created_at",
+        updated_at: "updated_at",
+    };
+    /// As [`joined_user_columns`] renames them.
+    pub(super) const JOINED: Self = Self {
+        id: "user_id",
+        created_at: "user_created_at",
+        updated_at: "user_updated_at",
+    };
+}
+
 fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+    user_from_named(row, &UserNames::PLAIN)
+}
+
+/// A user from a row that names its shared columns as `names` says.
+pub(super) fn user_from_named(row: &AnyRow, names: &UserNames) -> Result<User, sqlx::Error> {
     let unionid: Option<String> = row.try_get("unionid")?;
     let phone_country_code: Option<String> = row.try_get("phone_country_code")?;
     let phone_number: Option<String> = row.try_get("phone_number")?;
     Ok(User {
-        id: UserId::new(row.try_get::<String, _>("id")?),
+        id: UserId::new(row.try_get::<String, _>(names.id)?),
         unionid: unionid
             .map(UnionId::parse)
             .transpose()
@@ -424,8 +470,8 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
             _ => None,
         },
         extra: row.try_get("extra")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.try_get(names.created_at)?,
+        updated_at: row.try_get(names.updated_at)?,
     })
 }
 
