@@ -112,7 +112,7 @@ impl AppState {
     /// Records use of a session without holding up the request; at most once a minute, so
     /// an authenticated request stays one read.
     pub fn touch_later(&self, session: &Session, now: i64) {
-        if now - session.last_seen_at < 60 {
+        if now - session.last_seen_at < crate::store::sql::TOUCH_EVERY {
             return;
         }
         let sessions = self.stores.sessions.clone();

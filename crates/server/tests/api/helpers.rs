@@ -229,6 +229,21 @@ impl TestApp {
     }
 
     /// Now, by the service's clock.
+    /// The environment under which a `wxauth` command works on this app's stores.
+    pub fn command_env(&self) -> Vec<(String, String)> {
+        let mut env = self.backend.env();
+        env.push((
+            "WXAUTH_SECURITY__DATA_KEY".to_owned(),
+            TEST_DATA_KEY.to_owned(),
+        ));
+        env.push(("WXTEST_APP_SECRET".to_owned(), DEMO_APP_SECRET.to_owned()));
+        env.push((
+            "WXAUTH_APPS".to_owned(),
+            format!("[{{app_id=\"{DEMO_APP_ID}\",secret_env=\"WXTEST_APP_SECRET\"}}]"),
+        ));
+        env
+    }
+
     pub fn clock_now(&self) -> i64 {
         use wxauth::clock::Clock as _;
         self.clock.now()

@@ -121,6 +121,43 @@ async fn logout_revokes_the_session_at_once() {
 }
 
 #[tokio::test]
+async fn sessions_revoked_by_the_admin_command_are_refused_by_the_running_service() {
+    let app = spawn_app().await;
+    let login = app.login("cleo").await;
+    let access = token(&login, "access_token");
+    // Used first, so that whatever the service keeps of the token is warm.
+    for _ in 0..3 {
+        assert_eq!(app.me(&access).await.status(), StatusCode::OK);
+    }
+    let user_id = login["user"]["id"].as_str().unwrap().to_owned();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxauth"))
+        .args(["revoke-sessions", "--user", &user_id])
+        .envs(app.command_env())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Another process wrote the revocation: the service sees it within a second.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let me = app.me(&access).await;
+        if me.status() == StatusCode::UNAUTHORIZED {
+            assert_error(me, StatusCode::UNAUTHORIZED, "token_revoked").await;
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revoked token still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn an_access_token_expires_after_its_ttl_and_refresh_restores_access() {
     let app = spawn_app().await;
     let login = app.login("dave").await;

@@ -53,12 +53,13 @@ impl SqlStore {
     }
 }
 
-// Every operation writes, so every one runs detached (see [`SqlStore`]).
+// Every operation writes, so every one runs detached (see [`SqlStore`]); none changes a
+// session or a person, so the auth cache stays.
 #[async_trait]
 impl CodeCache for SqlStore {
     async fn claim(&self, hash: &str, now: i64, expires_at: i64) -> Result<CodeClaim, StoreError> {
         let hash = hash.to_owned();
-        self.detached(move |store| {
+        self.detached_quiet(move |store| {
             let hash = hash.clone();
             async move { store.run_claim(&hash, now, expires_at).await }
         })
@@ -68,7 +69,7 @@ impl CodeCache for SqlStore {
     async fn fulfil(&self, hash: &str, result: &str, expires_at: i64) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE login_codes SET result = ?, expires_at = ? WHERE hash = ?";
         let (hash, result) = (hash.to_owned(), result.to_owned());
-        self.write_one(SQL, move |q| {
+        self.write_one_quiet(SQL, move |q| {
             q.bind(result.clone()).bind(expires_at).bind(hash.clone())
         })
         .await?;
@@ -77,7 +78,7 @@ impl CodeCache for SqlStore {
 
     async fn release(&self, hash: &str) -> Result<(), StoreError> {
         let hash = hash.to_owned();
-        self.write_one(RELEASE, move |q| q.bind(hash.clone()))
+        self.write_one_quiet(RELEASE, move |q| q.bind(hash.clone()))
             .await?;
         Ok(())
     }

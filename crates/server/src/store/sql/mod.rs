@@ -18,6 +18,7 @@
 //! cannot upgrade a read transaction to a write one while another connection writes, so
 //! taking the write lock up front makes writers queue (busy_timeout) instead of failing.
 
+mod auth_cache;
 mod codes;
 mod sessions;
 mod users;
@@ -25,12 +26,13 @@ mod users;
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr as _;
-use std::sync::{LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
+pub use self::auth_cache::{AuthCache, FOREIGN_WRITES_SEEN_WITHIN, TOUCH_EVERY};
 use super::StoreError;
 use crate::config::DatabaseConfig;
 pub use crate::config::Dialect;
@@ -86,6 +88,8 @@ static REWRITTEN: LazyLock<RwLock<HashMap<(Dialect, usize), &'static str>>> =
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// On SQLite (one process owns the file): live tokens' sessions and persons.
+    auth_cache: Option<Arc<AuthCache>>,
 }
 
 impl SqlStore {
@@ -136,7 +140,12 @@ impl SqlStore {
                 )
             })?;
         super::migrate::run(&pool, dialect, migrator(dialect)).await?;
-        Ok(Self { pool, dialect })
+        let auth_cache = (dialect == Dialect::Sqlite).then(|| Arc::new(AuthCache::new()));
+        Ok(Self {
+            pool,
+            dialect,
+            auth_cache,
+        })
     }
 
     /// The backend in use.
@@ -185,7 +194,29 @@ impl SqlStore {
     /// single statements that lock one row's primary and secondary index entries in opposite
     /// orders, e.g. a purge by expiry beside a delete by key) was rolled back whole, so it is
     /// run again, a few times, after a short random pause.
+    ///
+    /// Once it is over, what the auth cache holds is stale (see [`AuthCache`]).
     pub(crate) async fn detached<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(SqlStore) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.run_detached(op, true).await
+    }
+
+    /// [`SqlStore::detached`] for a write that cannot change what a cached access token
+    /// means (a new session, a login code, recording use): the auth cache stays.
+    pub(crate) async fn detached_quiet<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(SqlStore) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.run_detached(op, false).await
+    }
+
+    async fn run_detached<T, F, Fut>(&self, op: F, invalidates: bool) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(SqlStore) -> Fut + Send + 'static,
@@ -193,6 +224,7 @@ impl SqlStore {
     {
         let store = self.clone();
         tokio::spawn(async move {
+            let _invalidate = invalidates.then(|| Invalidate(store.auth_cache.clone()));
             let mut attempt = 0;
             loop {
                 match op(store.clone()).await {
@@ -219,7 +251,7 @@ impl SqlStore {
     /// read-only server), and rolled back, within `timeout`.
     pub async fn ready_for_writes(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
         const PROBE: &str = "UPDATE login_codes SET expires_at = expires_at WHERE hash = ''";
-        let probe = self.detached(|store| async move {
+        let probe = self.detached_quiet(|store| async move {
             let mut tx = store.begin().await?;
             sqlx::query(store.q(PROBE))
                 .execute(&mut *tx)
@@ -256,18 +288,50 @@ impl SqlStore {
         + Sync
         + 'static,
     ) -> Result<u64, StoreError> {
-        let bind = std::sync::Arc::new(bind);
-        self.detached(move |store| {
-            let bind = bind.clone();
-            async move {
-                let query = bind(sqlx::query(store.q(sql)));
-                Ok(query
-                    .execute(&store.pool)
-                    .await
-                    .map_err(store_error)?
-                    .rows_affected())
-            }
-        })
+        self.run_write_one(sql, bind, true).await
+    }
+
+    /// [`SqlStore::write_one`] for a write that leaves the auth cache as it is (see
+    /// [`SqlStore::detached_quiet`]).
+    async fn write_one_quiet(
+        &self,
+        sql: &'static str,
+        bind: impl Fn(
+            sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
+        ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<u64, StoreError> {
+        self.run_write_one(sql, bind, false).await
+    }
+
+    async fn run_write_one(
+        &self,
+        sql: &'static str,
+        bind: impl Fn(
+            sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
+        ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
+        + Send
+        + Sync
+        + 'static,
+        invalidates: bool,
+    ) -> Result<u64, StoreError> {
+        let bind = Arc::new(bind);
+        self.run_detached(
+            move |store| {
+                let bind = bind.clone();
+                async move {
+                    let query = bind(sqlx::query(store.q(sql)));
+                    Ok(query
+                        .execute(&store.pool)
+                        .await
+                        .map_err(store_error)?
+                        .rows_affected())
+                }
+            },
+            invalidates,
+        )
         .await
     }
 
@@ -301,6 +365,18 @@ fn corrupt(what: &'static str) -> impl Fn(wxauth_wechat::ParseError) -> sqlx::Er
 
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Moves the auth cache to a new generation when dropped: when a detached write is over,
+/// however it ended.
+struct Invalidate(Option<Arc<AuthCache>>);
+
+impl Drop for Invalidate {
+    fn drop(&mut self) {
+        if let Some(cache) = &self.0 {
+            cache.invalidate();
+        }
+    }
 }
 
 /// How many times [`SqlStore::detached`] runs an operation again after a deadlock.

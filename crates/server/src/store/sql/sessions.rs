@@ -41,6 +41,15 @@ impl SqlStore {
              LEFT JOIN users u ON u.id = i.user_id \
              WHERE t.hash = ? AND t.kind = 'access'"
         );
+        let generation = match &self.auth_cache {
+            Some(cache) => {
+                if let Some((check, user)) = cache.get(access, now) {
+                    return Ok((check, Some(user)));
+                }
+                cache.generation()
+            }
+            None => 0,
+        };
         let row = sqlx::query(self.q(SQL))
             .bind(access.to_hex())
             .fetch_optional(&self.pool)
@@ -59,6 +68,9 @@ impl SqlStore {
             (_, Err(err)) => return Err(store_error(err)),
             _ => None,
         };
+        if let (Some(cache), Some(user)) = (&self.auth_cache, &user) {
+            cache.fill(*access, generation, &check, user);
+        }
         Ok((check, user))
     }
 
@@ -240,7 +252,8 @@ impl SessionStore for SqlStore {
         refresh: TokenEntry,
     ) -> Result<(), StoreError> {
         let session = session.clone();
-        self.detached(move |store| {
+        // A new session: nothing cached refers to it.
+        self.detached_quiet(move |store| {
             let session = session.clone();
             async move { store.run_create(&session, access, refresh).await }
         })
@@ -344,7 +357,8 @@ impl SessionStore for SqlStore {
     async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?";
         let session_id = session_id.to_owned();
-        self.write_one(SQL, move |q| q.bind(now).bind(session_id.clone()).bind(now))
+        // The cache reads a session again when its use is due to be recorded.
+        self.write_one_quiet(SQL, move |q| q.bind(now).bind(session_id.clone()).bind(now))
             .await?;
         Ok(())
     }

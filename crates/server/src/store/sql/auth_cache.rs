@@ -1,0 +1,208 @@
+//! The authenticated hot path on SQLite, in process memory: an access token's session and
+//! person, kept after the first read so that the next requests with the token cost no
+//! database round trip.
+//!
+//! Coherence. SQLite is served by one process, so every change of a session or a person
+//! made through the service passes through this process's [`SqlStore`](super::SqlStore):
+//! each such write, once committed, moves the cache to a new generation, and an entry
+//! filled in an older one is never served again. A reader takes the generation *before* its
+//! read, so a fill racing a write can only be stored as already stale. Writes that cannot
+//! change what a cached token means (a new session, a login code, recording use) keep the
+//! generation. A change made by another process on the same file (the `wxauth` admin verbs)
+//! is seen within [`FOREIGN_WRITES_SEEN_WITHIN`], the longest an entry lives.
+//!
+//! Expiry is judged again on every hit with the service's clock, and an entry whose session
+//! is due to be marked as used ([`TOUCH_EVERY`]) is read again, so the mark lands.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::model::User;
+use crate::store::{AccessCheck, Session};
+use crate::tokens::TokenHash;
+
+/// The longest an entry is served: how soon a change written by another process is seen.
+pub const FOREIGN_WRITES_SEEN_WITHIN: Duration = Duration::from_secs(1);
+
+/// How often a session's use is recorded (seconds); see `AppState::touch_later`.
+pub const TOUCH_EVERY: i64 = 60;
+
+/// Entries kept at most; beyond, the cache starts over (cheap, and rare).
+const CAPACITY: usize = 100_000;
+
+/// A live token's session and person, as read in generation `generation`.
+struct Entry {
+    generation: u64,
+    filled: Instant,
+    token_expires_at: i64,
+    session: Session,
+    user: User,
+}
+
+/// Sessions and persons by access-token hash.
+pub struct AuthCache {
+    generation: AtomicU64,
+    entries: Mutex<HashMap<TokenHash, Entry>>,
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AuthCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The generation a reader takes before it reads.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A committed write may have changed a session or a person: nothing read before it is
+    /// served again.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The cached answer for a token at `now`, when there is a fresh one.
+    pub fn get(&self, hash: &TokenHash, now: i64) -> Option<(AccessCheck, User)> {
+        let generation = self.generation();
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get(hash)?;
+        if entry.generation != generation
+            || entry.filled.elapsed() >= FOREIGN_WRITES_SEEN_WITHIN
+            || now - entry.session.last_seen_at >= TOUCH_EVERY
+        {
+            return None;
+        }
+        let check = AccessCheck::judge(entry.session.clone(), entry.token_expires_at, now);
+        Some((check, entry.user.clone()))
+    }
+
+    /// Keeps what a read that started in `generation` found for a live token.
+    pub fn fill(&self, hash: TokenHash, generation: u64, check: &AccessCheck, user: &User) {
+        let AccessCheck::Valid {
+            session,
+            token_expires_at,
+        } = check
+        else {
+            return;
+        };
+        if generation != self.generation() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            hash,
+            Entry {
+                generation,
+                filled: Instant::now(),
+                token_expires_at: *token_expires_at,
+                session: session.clone(),
+                user: user.clone(),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wxauth_wechat::{AppId, OpenId};
+
+    use super::*;
+    use crate::model::{Profile, UserId};
+
+    fn valid(last_seen_at: i64, token_expires_at: i64) -> AccessCheck {
+        AccessCheck::Valid {
+            session: Session {
+                id: "s".into(),
+                app_id: AppId::parse("wx1234567890abcdef".to_owned()).unwrap(),
+                openid: OpenId::parse("o-openid".to_owned()).unwrap(),
+                sealed_session_key: String::new(),
+                created_at: 0,
+                last_seen_at,
+                expires_at: 10_000,
+                revoked_at: None,
+                user_agent: None,
+                ip: None,
+            },
+            token_expires_at,
+        }
+    }
+
+    fn user() -> User {
+        User {
+            id: UserId::new("u".to_owned()),
+            unionid: None,
+            profile: Profile::default(),
+            phone: None,
+            extra: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_fill_is_served_until_a_write_moves_the_generation() {
+        let cache = AuthCache::new();
+        let hash = TokenHash([1; 32]);
+        let before = cache.generation();
+        cache.fill(hash, before, &valid(100, 500), &user());
+        assert!(matches!(
+            cache.get(&hash, 120),
+            Some((AccessCheck::Valid { .. }, _))
+        ));
+        cache.invalidate();
+        assert!(cache.get(&hash, 120).is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_kept() {
+        let cache = AuthCache::new();
+        let hash = TokenHash([2; 32]);
+        let before = cache.generation();
+        cache.invalidate();
+        cache.fill(hash, before, &valid(100, 500), &user());
+        assert!(cache.get(&hash, 120).is_none());
+    }
+
+    #[test]
+    fn expiry_is_judged_on_every_hit_and_a_due_touch_reads_again() {
+        let cache = AuthCache::new();
+        let hash = TokenHash([3; 32]);
+        cache.fill(hash, cache.generation(), &valid(100, 130), &user());
+        assert!(matches!(
+            cache.get(&hash, 130),
+            Some((AccessCheck::Expired, _))
+        ));
+        assert!(cache.get(&hash, 100 + TOUCH_EVERY).is_none());
+    }
+
+    #[test]
+    fn only_live_tokens_are_kept() {
+        let cache = AuthCache::new();
+        let hash = TokenHash([4; 32]);
+        cache.fill(hash, cache.generation(), &AccessCheck::Revoked, &user());
+        assert!(cache.get(&hash, 0).is_none());
+    }
+}
