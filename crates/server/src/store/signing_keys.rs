@@ -114,7 +114,8 @@ impl SigningKeyStore {
             ),
         };
         Self {
-            pool: store.pool().clone(),
+            // Rarely used, and mostly to write: on SQLite through the one writer.
+            pool: store.writer().clone(),
             dialect: store.dialect(),
             q: Arc::new(q),
         }

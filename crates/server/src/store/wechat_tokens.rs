@@ -113,7 +113,7 @@ impl TokenStore for SqlTokenStore {
             .bind(app_id.as_str())
             .bind(sealed)
             .bind(token.expires_at_unix())
-            .execute(self.store.pool())
+            .execute(self.store.writer())
             .await
             .map_err(err)?;
         Ok(())
@@ -130,7 +130,7 @@ impl TokenStore for SqlTokenStore {
             sqlx::query(&self.invalidate)
                 .bind(app_id.as_str())
                 .bind(sealed)
-                .execute(self.store.pool())
+                .execute(self.store.writer())
                 .await
                 .map_err(err)?;
         }
@@ -140,7 +140,7 @@ impl TokenStore for SqlTokenStore {
     async fn try_lock(&self, app_id: &AppId, ttl: Duration) -> Result<bool, TokenStoreError> {
         sqlx::query(&self.ensure_row)
             .bind(app_id.as_str())
-            .execute(self.store.pool())
+            .execute(self.store.writer())
             .await
             .map_err(err)?;
         let now = now();
@@ -149,7 +149,7 @@ impl TokenStore for SqlTokenStore {
             .bind(now + ttl)
             .bind(app_id.as_str())
             .bind(now)
-            .execute(self.store.pool())
+            .execute(self.store.writer())
             .await
             .map_err(err)?
             .rows_affected();
@@ -159,7 +159,7 @@ impl TokenStore for SqlTokenStore {
     async fn unlock(&self, app_id: &AppId) -> Result<(), TokenStoreError> {
         sqlx::query(&self.unlock)
             .bind(app_id.as_str())
-            .execute(self.store.pool())
+            .execute(self.store.writer())
             .await
             .map_err(err)?;
         Ok(())

@@ -23,7 +23,7 @@ impl SqlStore {
             let inserted = sqlx::query(self.q(CLAIM))
                 .bind(hash)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await;
             match inserted {
                 Ok(_) => return Ok(CodeClaim::Claimed),
@@ -42,7 +42,7 @@ impl SqlStore {
                 // A stale entry the purge has not reached yet: clear it and claim anew.
                 sqlx::query(self.q(RELEASE))
                     .bind(hash)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await
                     .map_err(store_error)?;
                 continue;

@@ -87,6 +87,8 @@ static REWRITTEN: LazyLock<RwLock<HashMap<(Dialect, usize), &'static str>>> =
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// On SQLite, the one connection that writes ([`SqlStore::writer`]).
+    writer: Option<AnyPool>,
     dialect: Dialect,
     /// On SQLite (one process owns the file): live tokens' sessions and persons.
     auth_cache: Option<Arc<AuthCache>>,
@@ -113,24 +115,8 @@ impl SqlStore {
         };
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("Failed to parse database.url {}", config.url.masked()))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(config.min_connections.min(config.max_connections))
-            .acquire_timeout(config.acquire_timeout)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                             PRAGMA temp_store = MEMORY;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(config, dialect, config.max_connections)
+            .connect_with(options.clone())
             .await
             .with_context(|| {
                 format!(
@@ -140,9 +126,24 @@ impl SqlStore {
                 )
             })?;
         super::migrate::run(&pool, dialect, migrator(dialect)).await?;
+        // SQLite takes one writer at a time: writers queue for one connection in the order
+        // they came, instead of racing for the file lock and sleeping in SQLite's busy
+        // handler (the tail latency of every write).
+        let writer = match dialect {
+            Dialect::Sqlite => Some(
+                pool_options(config, dialect, 1)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| {
+                        format!("Failed to open the database {}", config.url.masked())
+                    })?,
+            ),
+            _ => None,
+        };
         let auth_cache = (dialect == Dialect::Sqlite).then(|| Arc::new(AuthCache::new()));
         Ok(Self {
             pool,
+            writer,
             dialect,
             auth_cache,
         })
@@ -156,6 +157,11 @@ impl SqlStore {
     /// The pool (for the WeChat token cache, which shares the database).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool that writes go to: on SQLite a single connection, elsewhere the pool.
+    pub fn writer(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
     }
 
     /// Rewrites `?` placeholders for this backend (for callers that keep their own copy).
@@ -324,7 +330,7 @@ impl SqlStore {
                 async move {
                     let query = bind(sqlx::query(store.q(sql)));
                     Ok(query
-                        .execute(&store.pool)
+                        .execute(store.writer())
                         .await
                         .map_err(store_error)?
                         .rows_affected())
@@ -337,11 +343,33 @@ impl SqlStore {
 
     async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let begin = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Sqlite => self.writer().begin_with("BEGIN IMMEDIATE").await,
             _ => self.pool.begin().await,
         };
         begin.map_err(store_error)
     }
+}
+
+/// Pool settings shared by the readers and the SQLite writer: WAL with its file kept small
+/// after checkpoints, and a busy timeout for what other processes hold.
+fn pool_options(config: &DatabaseConfig, dialect: Dialect, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(config.min_connections.min(max))
+        .acquire_timeout(config.acquire_timeout)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                         PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 16777216;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Rolls back after a failed statement: `Ok(())` when it lost a race (unique key, deadlock)

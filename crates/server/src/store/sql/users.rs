@@ -332,7 +332,7 @@ impl SqlStore {
             .bind(update.extra.as_deref())
             .bind(now)
             .bind(user.id.as_str())
-            .execute(&self.pool)
+            .execute(self.writer())
             .await
             .map_err(store_error)?;
         if let (Some(unionid), None) = (unionid, &user.unionid) {
