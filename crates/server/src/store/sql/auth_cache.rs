@@ -1,6 +1,6 @@
 //! The authenticated hot path on SQLite, in process memory: an access token's session and
-//! person, kept after the first read so that the next requests with the token cost no
-//! database round trip.
+//! person (and the person's identities), kept after the first read so that the next requests
+//! with the token cost no database round trip.
 //!
 //! Coherence. SQLite is served by one process, so every change of a session or a person
 //! made through the service passes through this process's [`SqlStore`](super::SqlStore):
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::model::User;
+use crate::model::{Identity, User, UserId};
 use crate::store::{AccessCheck, Session};
 use crate::tokens::TokenHash;
 
@@ -41,10 +41,18 @@ struct Entry {
     user: User,
 }
 
-/// Sessions and persons by access-token hash.
+/// A person's identities, as read in generation `generation`.
+struct Identities {
+    generation: u64,
+    filled: Instant,
+    identities: Vec<Identity>,
+}
+
+/// Sessions and persons by access-token hash; identities by person.
 pub struct AuthCache {
     generation: AtomicU64,
     entries: Mutex<HashMap<TokenHash, Entry>>,
+    identities: Mutex<HashMap<UserId, Identities>>,
 }
 
 impl std::fmt::Debug for AuthCache {
@@ -67,6 +75,7 @@ impl AuthCache {
         Self {
             generation: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
+            identities: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,6 +103,40 @@ impl AuthCache {
         }
         let check = AccessCheck::judge(entry.session.clone(), entry.token_expires_at, now);
         Some((check, entry.user.clone()))
+    }
+
+    /// A person's identities, when there is a fresh copy.
+    pub fn identities(&self, user_id: &UserId) -> Option<Vec<Identity>> {
+        let generation = self.generation();
+        let cached = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = cached.get(user_id)?;
+        (entry.generation == generation && entry.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN)
+            .then(|| entry.identities.clone())
+    }
+
+    /// Keeps a person's identities as a read that started in `generation` found them.
+    pub fn fill_identities(&self, user_id: &UserId, generation: u64, identities: &[Identity]) {
+        if generation != self.generation() {
+            return;
+        }
+        let mut cached = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cached.len() >= CAPACITY {
+            cached.clear();
+        }
+        cached.insert(
+            user_id.clone(),
+            Identities {
+                generation,
+                filled: Instant::now(),
+                identities: identities.to_vec(),
+            },
+        );
     }
 
     /// Keeps what a read that started in `generation` found for a live token.
@@ -196,6 +239,28 @@ mod tests {
             Some((AccessCheck::Expired, _))
         ));
         assert!(cache.get(&hash, 100 + TOUCH_EVERY).is_none());
+    }
+
+    #[test]
+    fn identities_are_served_until_a_write_moves_the_generation() {
+        let cache = AuthCache::new();
+        let id = UserId::new("u".to_owned());
+        let identities = vec![Identity {
+            app_id: AppId::parse("wx1234567890abcdef".to_owned()).unwrap(),
+            openid: OpenId::parse("o-openid".to_owned()).unwrap(),
+            created_at: 1,
+        }];
+        let before = cache.generation();
+        cache.fill_identities(&id, before, &identities);
+        assert_eq!(cache.identities(&id), Some(identities.clone()));
+        cache.invalidate();
+        assert_eq!(cache.identities(&id), None);
+        cache.fill_identities(&id, before, &identities);
+        assert_eq!(
+            cache.identities(&id),
+            None,
+            "a read older than a write is not kept"
+        );
     }
 
     #[test]

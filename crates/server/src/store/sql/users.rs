@@ -380,15 +380,29 @@ impl UserStore for SqlStore {
     async fn identities(&self, user_id: &UserId) -> Result<Vec<Identity>, StoreError> {
         const SQL: &str = "SELECT app_id, openid, created_at FROM identities WHERE user_id = ? \
                            ORDER BY created_at, app_id";
+        let generation = match &self.auth_cache {
+            Some(cache) => {
+                if let Some(identities) = cache.identities(user_id) {
+                    return Ok(identities);
+                }
+                cache.generation()
+            }
+            None => 0,
+        };
         let rows = sqlx::query(self.q(SQL))
             .bind(user_id.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        rows.iter()
+        let identities: Vec<Identity> = rows
+            .iter()
             .map(identity_from_row)
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(store_error)
+            .map_err(store_error)?;
+        if let Some(cache) = &self.auth_cache {
+            cache.fill_identities(user_id, generation, &identities);
+        }
+        Ok(identities)
     }
 
     async fn update_profile(
