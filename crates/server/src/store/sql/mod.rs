@@ -73,6 +73,9 @@ pub fn rewrite(dialect: Dialect, sql: &str) -> String {
     }
 }
 
+/// A query with its arguments, as [`SqlStore::write_one`] binds it.
+type AnyQuery = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>;
+
 /// Queries rewritten for a dialect, by the address of their text: a fixed, small set.
 static REWRITTEN: LazyLock<RwLock<HashMap<(Dialect, usize), &'static str>>> =
     LazyLock::new(RwLock::default);
@@ -287,12 +290,7 @@ impl SqlStore {
     async fn write_one(
         &self,
         sql: &'static str,
-        bind: impl Fn(
-            sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
-        ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
-        + Send
-        + Sync
-        + 'static,
+        bind: impl Fn(AnyQuery) -> AnyQuery + Send + Sync + 'static,
     ) -> Result<u64, StoreError> {
         self.run_write_one(sql, bind, true).await
     }
@@ -302,12 +300,7 @@ impl SqlStore {
     async fn write_one_quiet(
         &self,
         sql: &'static str,
-        bind: impl Fn(
-            sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
-        ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
-        + Send
-        + Sync
-        + 'static,
+        bind: impl Fn(AnyQuery) -> AnyQuery + Send + Sync + 'static,
     ) -> Result<u64, StoreError> {
         self.run_write_one(sql, bind, false).await
     }
@@ -315,12 +308,7 @@ impl SqlStore {
     async fn run_write_one(
         &self,
         sql: &'static str,
-        bind: impl Fn(
-            sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>,
-        ) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments<'static>>
-        + Send
-        + Sync
-        + 'static,
+        bind: impl Fn(AnyQuery) -> AnyQuery + Send + Sync + 'static,
         invalidates: bool,
     ) -> Result<u64, StoreError> {
         let bind = Arc::new(bind);
