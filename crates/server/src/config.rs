@@ -53,6 +53,8 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// The team's own services that may introspect tokens (HTTP Basic, `name:secret`).
     pub services: Vec<ServiceConfig>,
+    /// Operators allowed to call the admin API (`Authorization: Bearer <admin key>`).
+    pub admins: Vec<AdminConfig>,
     /// Uploaded files.
     pub storage: StorageConfig,
     /// Logging.
@@ -436,6 +438,17 @@ pub struct ServiceConfig {
     pub secret_env: Option<String>,
 }
 
+/// One `[[admins]]` entry: an operator of the admin API. `wxauth gen-admin-key` prints a new
+/// key (for the operator) and the entry (for this file); the key itself is never stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The operator's name, as the audit log records it.
+    pub name: String,
+    /// `sha256:` and the hex SHA-256 of the key.
+    pub key_hash: String,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -476,6 +489,8 @@ pub struct Resolved {
     pub trusted_proxies: Vec<Cidr>,
     /// The team's services, with their secrets.
     pub services: Vec<(String, SecretString)>,
+    /// The operators, with the hashes of their keys.
+    pub admins: Vec<(String, [u8; 32])>,
 }
 
 impl Config {
@@ -558,6 +573,22 @@ impl Config {
             ) {
                 Ok(secret) => services.push((name.to_owned(), SecretString::from(secret))),
                 Err(problem) => problems.push(format!("services[{i}]: {problem}")),
+            }
+        }
+
+        let mut admins: Vec<(String, [u8; 32])> = Vec::with_capacity(self.admins.len());
+        for (i, admin) in self.admins.iter().enumerate() {
+            let name = admin.name.trim();
+            if name.is_empty() {
+                problems.push(format!("admins[{i}]: name must not be empty"));
+                continue;
+            }
+            if admins.iter().any(|(known, _)| known == name) {
+                problems.push(format!("admins[{i}]: the name {name} is listed twice"));
+            }
+            match crate::service::admins::parse_key_hash(&admin.key_hash) {
+                Ok(hash) => admins.push((name.to_owned(), hash)),
+                Err(problem) => problems.push(format!("admins[{i}]: {problem}")),
             }
         }
 
@@ -647,6 +678,7 @@ impl Config {
                 data_key,
                 trusted_proxies,
                 services,
+                admins,
             }),
             _ => Err(problems),
         }

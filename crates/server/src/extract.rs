@@ -1,5 +1,5 @@
 //! Request extractors whose rejections are the API's own errors: JSON bodies, query strings,
-//! bearer tokens (authenticated by the service) and the client's address.
+//! bearer tokens (authenticated by the service), admin keys and the client's address.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -84,6 +84,26 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?;
         sessions::authenticate(state, token).await.map(Self)
+    }
+}
+
+/// An operator of the admin API, from `Authorization: Bearer <admin key>`: the name its
+/// `[[admins]]` entry gives. A user's access token is never an admin key (nor the reverse:
+/// `/v1/me` refuses admin keys), so both answer 401 here.
+#[derive(Debug, Clone)]
+pub struct Admin(pub String);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        const HOW: &str = "send Authorization: Bearer <admin key> (an [[admins]] entry)";
+        let key = bearer_token(parts).map_err(|_| ApiError::Unauthorized(HOW))?;
+        state
+            .admins
+            .authenticate(key)
+            .map(|name| Self(name.to_owned()))
+            .ok_or(ApiError::Unauthorized("the admin key is not valid"))
     }
 }
 

@@ -159,6 +159,7 @@ impl Application {
             keys,
             token_format: config.tokens.format,
             services: crate::service::clients::ServiceClients::new(&resolved.services),
+            admins: crate::service::admins::AdminKeys::new(resolved.admins),
             media: Media {
                 dir: config.storage.media_dir.clone(),
                 max_bytes: config.storage.avatar_max_bytes,

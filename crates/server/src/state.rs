@@ -44,6 +44,8 @@ pub struct Inner {
     pub token_format: crate::config::TokenFormat,
     /// The team's services allowed to introspect tokens.
     pub services: crate::service::clients::ServiceClients,
+    /// The operators allowed to call the admin API.
+    pub admins: crate::service::admins::AdminKeys,
     /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
     pub keys: crate::jwt::KeyRing,
 }

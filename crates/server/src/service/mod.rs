@@ -4,9 +4,11 @@
 //! - [`login`]: a `wx.login` code exchanged once, a person found or created, a session opened.
 //! - [`sessions`]: a token authenticated into a [`sessions::Caller`], refresh, revoke, the
 //!   session_key.
+//! - [`admins`]: the operators of the admin API and their keys.
 //! - [`clients`]: the team's services and their credentials.
 //! - [`people`]: profiles (validation, open data, phone, avatar) and the merge rule.
 
+pub mod admins;
 pub mod clients;
 pub mod login;
 pub mod people;

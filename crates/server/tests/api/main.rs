@@ -8,6 +8,7 @@
 mod backend;
 mod helpers;
 
+mod admin;
 mod auth;
 mod cancellation;
 mod errors;
