@@ -55,6 +55,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Operators allowed to call the admin API (`Authorization: Bearer <admin key>`).
     pub admins: Vec<AdminConfig>,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Uploaded files.
     pub storage: StorageConfig,
     /// Logging.
@@ -449,6 +451,23 @@ pub struct AdminConfig {
     pub key_hash: String,
 }
 
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long audit-log entries are kept; older ones are purged.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(180 * 86400),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -623,6 +642,9 @@ impl Config {
         }
         if self.sessions.store == SessionStoreKind::Redis && self.sessions.redis_timeout.is_zero() {
             problems.push("sessions.redis_timeout must be more than 0s".to_owned());
+        }
+        if self.audit.retention.is_zero() {
+            problems.push("audit.retention must be more than 0s".to_owned());
         }
         if self.storage.avatar_max_bytes == 0 {
             problems.push("storage.avatar_max_bytes must be more than 0".to_owned());

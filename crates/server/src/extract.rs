@@ -74,6 +74,30 @@ where
     }
 }
 
+/// A path parameter; one that cannot be read answers 400 `invalid_request`.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::InvalidRequest(
+                format!(
+                    "the path does not fit this request: {}",
+                    rejection.body_text()
+                )
+                .into(),
+            )),
+        }
+    }
+}
+
 /// The caller of an authenticated route, from `Authorization: Bearer <access token>`.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);

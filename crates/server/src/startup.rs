@@ -160,6 +160,7 @@ impl Application {
             token_format: config.tokens.format,
             services: crate::service::clients::ServiceClients::new(&resolved.services),
             admins: crate::service::admins::AdminKeys::new(resolved.admins),
+            audit_retention: secs(config.audit.retention),
             media: Media {
                 dir: config.storage.media_dir.clone(),
                 max_bytes: config.storage.avatar_max_bytes,
@@ -616,14 +617,30 @@ async fn purge_loop(state: AppState) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     loop {
         interval.tick().await;
-        let now = state.now();
-        // A session's refresh tokens all end within refresh_ttl of its last rotation.
-        let idle_before = now - state.lifetimes.refresh;
-        match state.stores.sessions.purge_expired(now, idle_before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
-            Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
-        }
+        purge(&state).await;
+    }
+}
+
+/// One round of the periodic purge: expired tokens and sessions, and audit-log entries past
+/// `audit.retention`. Failures are logged; the next round tries again.
+pub async fn purge(state: &AppState) {
+    let now = state.now();
+    // A session's refresh tokens all end within refresh_ttl of its last rotation.
+    let idle_before = now - state.lifetimes.refresh;
+    match state.stores.sessions.purge_expired(now, idle_before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
+        Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
+    }
+    match state
+        .stores
+        .sql
+        .purge_audit(now.saturating_sub(state.audit_retention))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "purged audit-log entries past their retention"),
+        Err(err) => tracing::warn!(error = %err, "could not purge the audit log"),
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Inner {
     pub services: crate::service::clients::ServiceClients,
     /// The operators allowed to call the admin API.
     pub admins: crate::service::admins::AdminKeys,
+    /// How long audit-log entries are kept (seconds).
+    pub audit_retention: i64,
     /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
     pub keys: crate::jwt::KeyRing,
 }

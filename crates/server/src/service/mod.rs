@@ -4,11 +4,16 @@
 //! - [`login`]: a `wx.login` code exchanged once, a person found or created, a session opened.
 //! - [`sessions`]: a token authenticated into a [`sessions::Caller`], refresh, revoke, the
 //!   session_key.
-//! - [`admins`]: the operators of the admin API and their keys.
+//! - [`account`]: a person's data exported, or erased whole.
+//! - [`admin`]: what operators do through the admin API; [`admins`]: their keys.
+//! - [`audit`]: the audit log.
 //! - [`clients`]: the team's services and their credentials.
 //! - [`people`]: profiles (validation, open data, phone, avatar) and the merge rule.
 
+pub mod account;
+pub mod admin;
 pub mod admins;
+pub mod audit;
 pub mod clients;
 pub mod login;
 pub mod people;

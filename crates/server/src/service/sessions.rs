@@ -8,6 +8,7 @@ use crate::config::TokenFormat;
 use crate::error::ApiError;
 use crate::jwt;
 use crate::model::{User, UserId};
+use crate::service::audit;
 use crate::state::AppState;
 use crate::store::{AccessCheck, RefreshOutcome, Session, StoreError, Stores, TokenEntry};
 use crate::tokens::{ACCESS_PREFIX, NewToken, REFRESH_PREFIX, TokenHash};
@@ -227,8 +228,20 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair,
             pair.refresh_expires_in = pair.refresh_expires_in.min(session.expires_at - now);
             Ok(pair)
         }
-        RefreshOutcome::Reused => {
-            tracing::warn!("refresh token presented twice: session revoked");
+        RefreshOutcome::Reused(session_id) => {
+            tracing::warn!(%session_id, "refresh token presented twice: session revoked");
+            let by = audit::Requester {
+                actor: audit::Actor::System,
+                ip: None,
+            };
+            let entry = audit::entry(
+                &by,
+                "session.refresh_token_reused",
+                Some(audit::session_target(&session_id)),
+                None,
+                now,
+            );
+            audit::record_event(&state.stores, &entry).await;
             Err(ApiError::TokenRevoked)
         }
         RefreshOutcome::Revoked => Err(ApiError::TokenRevoked),

@@ -121,6 +121,15 @@ pub struct Session {
     pub ip: Option<String>,
 }
 
+/// A session as the admin view and the data export show it: with why it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session.
+    pub session: Session,
+    /// Why it was revoked ("logout", "admin", "refresh_token_reused", ...), if it was.
+    pub revoke_reason: Option<String>,
+}
+
 /// A token to store: its hash and when it expires.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenEntry {
@@ -170,8 +179,8 @@ impl AccessCheck {
 pub enum RefreshOutcome {
     /// The token was live: it is now used, and the new pair is stored.
     Rotated(Session),
-    /// The token had been used before: the whole session is now revoked.
-    Reused,
+    /// The token had been used before: the whole session (this id) is now revoked.
+    Reused(String),
     /// The token (or its session) has expired.
     Expired,
     /// The session was already revoked.
@@ -222,6 +231,20 @@ pub trait SessionStore: Send + Sync + 'static {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError>;
+
+    /// One session by id, whatever its state (until it is purged).
+    async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The sessions of one identity, whatever their state (until purged), newest first.
+    async fn list_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Deletes every session of one identity with its tokens (an erased person); returns how
+    /// many sessions went.
+    async fn delete_identity(&self, app_id: &AppId, openid: &OpenId) -> Result<u64, StoreError>;
 
     /// Replaces the sealed session_key of a session (after a fresh `wx.login`).
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError>;

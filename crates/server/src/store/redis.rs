@@ -27,8 +27,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use wxauth_wechat::{AppId, OpenId};
 
 use super::{
-    AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionStore, StoreError,
-    TokenEntry,
+    AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionRecord, SessionStore,
+    StoreError, TokenEntry,
 };
 use crate::config::SessionsConfig;
 use crate::tokens::TokenHash;
@@ -69,7 +69,7 @@ if s[2] then return {'revoked'} end
 local now = tonumber(ARGV[3])
 if t[4] ~= '0' then
   redis.call('HSET', skey, 'revoked_at', ARGV[3], 'revoke_reason', 'refresh_token_reused')
-  return {'reused'}
+  return {'reused', t[1]}
 end
 local sexp = tonumber(s[1])
 if tonumber(t[3]) <= now or sexp <= now then return {'expired'} end
@@ -123,6 +123,32 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return n
 ";
+
+/// KEYS[1] = identity set; ARGV[1] = session key prefix. Deletes every session of the
+/// identity and the set; returns how many sessions there were. Their token keys name only
+/// the session id and lead nowhere once it is gone; they expire by themselves.
+const DELETE_IDENTITY: &str = r"
+local n = 0
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  n = n + redis.call('DEL', ARGV[1] .. sid)
+end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+/// A session's fields as [`session_from_fields`] reads them, then the revocation's reason.
+const RECORD_FIELDS: [&str; 10] = [
+    "app_id",
+    "openid",
+    "sk",
+    "created_at",
+    "last_seen_at",
+    "expires_at",
+    "revoked_at",
+    "ua",
+    "ip",
+    "revoke_reason",
+];
 
 /// The shared Redis connection with a deadline on every command.
 ///
@@ -355,6 +381,37 @@ impl RedisSessionStore {
         Ok(Some((session, parse_i64(token_exp.as_deref())?)))
     }
 
+    /// The sessions with these ids that still exist, in one round trip.
+    async fn records(&self, ids: &[String]) -> Result<Vec<SessionRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.session_key(id))
+                .arg(&RECORD_FIELDS[..]);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(replies) {
+            // A session whose key expired (or was deleted) leaves an empty reply.
+            let Some((reason, fields)) = fields.split_last() else {
+                continue;
+            };
+            if fields.first().is_none_or(Option::is_none) {
+                continue;
+            }
+            records.push(SessionRecord {
+                session: session_from_fields(Some(id), fields)?,
+                revoke_reason: reason.clone(),
+            });
+        }
+        Ok(records)
+    }
+
     async fn set_field(
         &self,
         session_id: &str,
@@ -496,7 +553,10 @@ impl SessionStore for RedisSessionStore {
                 let session = session_from_fields(sid, reply.get(2..).unwrap_or_default())?;
                 Ok(RefreshOutcome::Rotated(session))
             }
-            Some("reused") => Ok(RefreshOutcome::Reused),
+            Some("reused") => {
+                let sid = reply.get(1).and_then(Option::as_deref).unwrap_or_default();
+                Ok(RefreshOutcome::Reused(sid.to_owned()))
+            }
             Some("revoked") => Ok(RefreshOutcome::Revoked),
             Some("expired") => Ok(RefreshOutcome::Expired),
             _ => Ok(RefreshOutcome::Unknown),
@@ -530,6 +590,39 @@ impl SessionStore for RedisSessionStore {
             .arg(format!("{}s:", self.prefix))
             .arg(now)
             .arg(reason)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.records(&[session_id.to_owned()]).await?.pop())
+    }
+
+    async fn list_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.identity_key(app_id, openid))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut records = self.records(&ids).await?;
+        records.sort_by(|a, b| {
+            (b.session.created_at, &a.session.id).cmp(&(a.session.created_at, &b.session.id))
+        });
+        Ok(records)
+    }
+
+    async fn delete_identity(&self, app_id: &AppId, openid: &OpenId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = Script::new(DELETE_IDENTITY)
+            .key(self.identity_key(app_id, openid))
+            .arg(format!("{}s:", self.prefix))
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;

@@ -8,6 +8,7 @@
 mod backend;
 mod helpers;
 
+mod account;
 mod admin;
 mod auth;
 mod cancellation;

@@ -9,7 +9,9 @@ use wxauth_wechat::{AppId, OpenId};
 use super::users::{UserNames, joined_user_columns, user_from_named};
 use super::{SqlStore, corrupt, store_error};
 use crate::model::User;
-use crate::store::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
+use crate::store::{
+    AccessCheck, RefreshOutcome, Session, SessionRecord, SessionStore, StoreError, TokenEntry,
+};
 use crate::tokens::TokenHash;
 
 macro_rules! session_columns {
@@ -212,7 +214,7 @@ impl SqlStore {
                 .await
                 .map_err(store_error)?;
             tx.commit().await.map_err(store_error)?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused(session.id));
         }
         if session.expires_at <= now {
             tx.rollback().await.map_err(store_error)?;
@@ -373,6 +375,75 @@ impl SessionStore for SqlStore {
         .await
     }
 
+    async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            ", s.revoke_reason FROM sessions s WHERE s.id = ?"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(session_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(record_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
+    async fn list_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            ", s.revoke_reason FROM sessions s WHERE s.app_id = ? AND s.openid = ? \
+             ORDER BY s.created_at DESC, s.id"
+        );
+        let rows = sqlx::query(self.q(SQL))
+            .bind(app_id.as_str())
+            .bind(openid.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(record_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)
+    }
+
+    async fn delete_identity(&self, app_id: &AppId, openid: &OpenId) -> Result<u64, StoreError> {
+        const TOKENS: &str = "DELETE FROM tokens WHERE session_id IN \
+             (SELECT s.id FROM sessions s WHERE s.app_id = ? AND s.openid = ?)";
+        const SESSIONS: &str = "DELETE FROM sessions WHERE app_id = ? AND openid = ?";
+        let (app_id, openid) = (app_id.to_string(), openid.to_string());
+        self.detached(move |store| {
+            let (app_id, openid) = (app_id.clone(), openid.clone());
+            async move {
+                let mut tx = store.begin().await?;
+                sqlx::query(store.q(TOKENS))
+                    .bind(app_id.clone())
+                    .bind(openid.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let n = sqlx::query(store.q(SESSIONS))
+                    .bind(app_id)
+                    .bind(openid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?
+                    .rows_affected();
+                tx.commit().await.map_err(store_error)?;
+                Ok(n)
+            }
+        })
+        .await
+    }
+
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE sessions SET session_key = ? WHERE id = ?";
         let (session_id, sealed) = (session_id.to_owned(), sealed.to_owned());
@@ -396,6 +467,13 @@ impl SessionStore for SqlStore {
         self.detached(move |store| async move { store.run_purge_expired(now, idle_before).await })
             .await
     }
+}
+
+fn record_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        session: session_from_row(row)?,
+        revoke_reason: row.try_get("revoke_reason")?,
+    })
 }
 
 fn session_from_row(row: &AnyRow) -> Result<Session, sqlx::Error> {
