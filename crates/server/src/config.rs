@@ -301,6 +301,11 @@ pub struct TokensConfig {
     /// Longest a session lives however often it is refreshed (the absolute timeout).
     #[serde(with = "duration")]
     pub session_max_age: Duration,
+    /// How long after a refresh the refresh token just used still answers with the same new
+    /// pair (a double submit, a retry after a lost answer) instead of counting as reuse and
+    /// revoking the session. "0s" turns it off.
+    #[serde(with = "duration")]
+    pub refresh_grace: Duration,
     /// What access tokens are: "opaque" (random, looked up in the store) or "jwt" (signed,
     /// verifiable offline against `/.well-known/jwks.json`).
     pub format: TokenFormat,
@@ -328,6 +333,7 @@ impl Default for TokensConfig {
             access_ttl: Self::default_access_ttl(TokenFormat::Opaque),
             refresh_ttl: Duration::from_secs(30 * 86400),
             session_max_age: Duration::from_secs(180 * 86400),
+            refresh_grace: Duration::from_secs(10),
             format: TokenFormat::Opaque,
             jwt_algorithm: JwtAlgorithm::EdDSA,
             issuer: None,
@@ -1248,6 +1254,7 @@ mod tests {
                     "access_ttl",
                     "refresh_ttl",
                     "session_max_age",
+                    "refresh_grace",
                     "format",
                     "jwt_algorithm",
                     "issuer",

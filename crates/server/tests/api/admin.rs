@@ -428,6 +428,8 @@ async fn a_reused_refresh_token_and_a_cli_revocation_are_security_events_in_the_
         .post("/v1/auth/refresh", json!({ "refresh_token": refresh }))
         .await;
     assert_eq!(first.status(), StatusCode::OK);
+    // Past tokens.refresh_grace (10 s), a second use is reuse.
+    app.clock.advance(11);
     let reused = app
         .post("/v1/auth/refresh", json!({ "refresh_token": refresh }))
         .await;
