@@ -747,6 +747,30 @@ function createAuth(options) {
     });
   }
 
+  /**
+   * Deletes the user's account (注销, `POST /v1/me/delete`): the server erases the person
+   * (profile, phone, avatar, every identity and session), then the tokens here are forgotten.
+   * A later login makes a new user. Sent as POST, since wx.request has no DELETE on every base
+   * library. Logs in first when no tokens are stored (the same WeChat user's account is the
+   * one deleted).
+   * @returns {Promise<void>}
+   */
+  function deleteAccount() {
+    return api('POST', '/v1/me/delete').then(function () {
+      clearTokens();
+      return undefined;
+    });
+  }
+
+  /**
+   * Everything the server stores about the user (`GET /v1/me/export`): `user` (profile, full
+   * phone), `identities`, `sessions` (times, IP, user agent) and `merges`.
+   * @returns {Promise<object>}
+   */
+  function exportData() {
+    return api('GET', '/v1/me/export');
+  }
+
   /** Whether tokens are stored (the server may still reject them). */
   function isLoggedIn() {
     return !!tokens();
@@ -761,6 +785,8 @@ function createAuth(options) {
     bindPhone: bindPhone,
     sendUserInfo: sendUserInfo,
     logout: logout,
+    deleteAccount: deleteAccount,
+    exportData: exportData,
     isLoggedIn: isLoggedIn
   };
 }
