@@ -468,6 +468,20 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
         ),
     ));
 
+    let admins: Vec<_> = config.admins.iter().map(|a| a.name.trim()).collect();
+    facts.push((
+        "admins",
+        if admins.is_empty() {
+            "none: the admin API refuses every request".to_owned()
+        } else {
+            admins.join(", ")
+        },
+    ));
+    facts.push((
+        "audit",
+        format!("entries kept {}", duration::format(config.audit.retention)),
+    ));
+
     let valid = problems.is_empty();
     if valid {
         println!("The configuration is valid.");

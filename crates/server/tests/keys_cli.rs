@@ -233,6 +233,9 @@ fn gen_admin_key_prints_a_key_and_an_entry_the_configuration_accepts() {
         "{}",
         String::from_utf8_lossy(&checked.stderr)
     );
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("admins:      ops"), "{said}");
+    assert!(said.contains("audit:       entries kept 180d"), "{said}");
     let other = stdout(&wxauth(dir.path(), &["gen-admin-key"], &[]));
     assert!(!other.contains(key));
 }

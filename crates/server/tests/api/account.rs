@@ -193,3 +193,89 @@ async fn the_export_holds_everything_stored_about_the_person() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_merged_person_is_exported_with_its_merge_and_erased_with_it() {
+    const BOUND: &str = "wxaaaaaaaaaaaaaaa1";
+    const UNBOUND: &str = "wxccccccccccccccc3";
+    let apps = [(BOUND, true), (UNBOUND, false)];
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        apps: apps
+            .iter()
+            .map(|(id, _)| ((*id).to_owned(), format!("secret-of-{id}")))
+            .collect(),
+        sim_apps: Some(
+            apps.iter()
+                .map(|(id, bound)| wechat_sim::SimApp {
+                    appid: (*id).to_owned(),
+                    secret: format!("secret-of-{id}"),
+                    bound: *bound,
+                })
+                .collect(),
+        ),
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    let key = "o0q0otL8aEzpcZL/FT9WsQ==";
+    app.sim(
+        "/sim/users",
+        json!({ "appid": UNBOUND, "user": "max", "session_key": key }),
+    )
+    .await;
+    let in_u = app.login_in(UNBOUND, "max").await;
+    let in_b = app.login_in(BOUND, "max").await;
+    let unionid = in_b["user"]["unionid"].as_str().unwrap().to_owned();
+    // The unbound app has since been bound: WeChat now sends the unionid there too.
+    let code = app.code_in(UNBOUND, "max").await;
+    let answer =
+        json!({ "openid": in_u["user"]["openid"], "session_key": key, "unionid": unionid });
+    app.fault(
+        "/sns/jscode2session",
+        json!({ "body": answer.to_string() }),
+        1,
+    )
+    .await;
+    let response = app
+        .post("/v1/auth/login", json!({ "code": code, "app_id": UNBOUND }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let merged: Value = response.json().await.unwrap();
+    let access = token(&merged, "access_token");
+
+    let export: Value = app
+        .get_authed("/v1/me/export", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["identities"].as_array().unwrap().len(), 2);
+    assert_eq!(export["merges"].as_array().unwrap().len(), 1, "{export}");
+    assert_eq!(export["merges"][0]["unionid"], unionid.as_str());
+    assert_eq!(export["merges"][0]["survivor_id"], export["user"]["id"]);
+    assert_eq!(app.backend.count("user_merges").await, 1);
+    assert_eq!(
+        app.backend
+            .count("audit_log WHERE action = 'person.merged' AND actor_kind = 'system'")
+            .await,
+        1,
+        "the merge is a security event in the audit log"
+    );
+
+    let response = app.delete_authed("/v1/me", &access).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.backend.count("user_merges").await, 0);
+    assert_eq!(app.backend.count("users").await, 0);
+    for needle in [
+        unionid.as_str(),
+        in_u["user"]["openid"].as_str().unwrap(),
+        in_b["user"]["openid"].as_str().unwrap(),
+    ] {
+        assert_eq!(app.backend.where_found(needle).await, Vec::<String>::new());
+    }
+    for login in [&in_u, &in_b] {
+        assert_eq!(
+            app.me(&token(login, "access_token")).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
