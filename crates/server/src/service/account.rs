@@ -59,6 +59,11 @@ pub async fn delete_person(
     user_id: &UserId,
     by: &Requester,
 ) -> Result<bool, ApiError> {
+    let (state, user_id, by) = (state.clone(), user_id.clone(), by.clone());
+    super::to_completion(async move { erase(&state, &user_id, &by).await }).await
+}
+
+async fn erase(state: &AppState, user_id: &UserId, by: &Requester) -> Result<bool, ApiError> {
     let stores = &state.stores;
     // Sessions in Redis go first, so the person is logged out even if the erasure below
     // fails (it can be asked again); and again afterwards, for any login that slipped in.

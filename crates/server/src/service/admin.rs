@@ -92,6 +92,15 @@ pub async fn revoke_user_sessions(
     by: &Requester,
     user_id: &UserId,
 ) -> Result<u64, ApiError> {
+    let (state, by, user_id) = (state.clone(), by.clone(), user_id.clone());
+    super::to_completion(async move { run_revoke_user_sessions(&state, &by, &user_id).await }).await
+}
+
+async fn run_revoke_user_sessions(
+    state: &AppState,
+    by: &Requester,
+    user_id: &UserId,
+) -> Result<u64, ApiError> {
     let now = state.now();
     let revoked = sessions::revoke_user(&state.stores, user_id, "admin", now)
         .await?
@@ -109,6 +118,15 @@ pub async fn revoke_user_sessions(
 
 /// Revokes one session at once; `true` when it was live until now.
 pub async fn revoke_session(
+    state: &AppState,
+    by: &Requester,
+    session_id: &str,
+) -> Result<bool, ApiError> {
+    let (state, by, session_id) = (state.clone(), by.clone(), session_id.to_owned());
+    super::to_completion(async move { run_revoke_session(&state, &by, &session_id).await }).await
+}
+
+async fn run_revoke_session(
     state: &AppState,
     by: &Requester,
     session_id: &str,

@@ -18,3 +18,16 @@ pub mod clients;
 pub mod login;
 pub mod people;
 pub mod sessions;
+
+/// Runs an operation of several steps (writes in more than one store, then files) in a task
+/// of its own and waits for it: a request dropped meanwhile (a client that hung up, a request
+/// timeout) cannot stop it halfway.
+pub(crate) async fn to_completion<T, F>(operation: F) -> Result<T, crate::error::ApiError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, crate::error::ApiError>> + Send + 'static,
+{
+    tokio::spawn(operation).await.map_err(|err| {
+        crate::error::ApiError::Internal(anyhow::anyhow!("an operation did not finish: {err}"))
+    })?
+}

@@ -279,3 +279,63 @@ async fn a_merged_person_is_exported_with_its_merge_and_erased_with_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn deletions_cut_off_at_random_moments_erase_all_or_nothing() {
+    use rand::Rng as _;
+    let (app, key) = spawn_with_admin().await;
+    let mut people = Vec::new();
+    for i in 0..30 {
+        let login = app.login(&format!("leaver-{i}")).await;
+        let access = token(&login, "access_token");
+        let avatar = upload_avatar(&app, &access).await;
+        let id = login["user"]["id"].as_str().unwrap().to_owned();
+        let openid = login["user"]["openid"].as_str().unwrap().to_owned();
+        people.push((id, openid, access, avatar));
+    }
+    let mut storm = tokio::task::JoinSet::new();
+    for (_, _, access, _) in &people {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_micros(
+                rand::rng().random_range(200..40_000),
+            ))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let request = client.delete(app.url("/v1/me")).bearer_auth(access);
+        storm.spawn(async move { request.send().await.is_ok() });
+    }
+    while storm.join_next().await.is_some() {}
+    // Whatever was cut off finishes in its own task; then each person is whole or gone.
+    let mut remaining = 0;
+    for (id, openid, _, avatar) in &people {
+        let settled = async {
+            loop {
+                let stored = app.backend.where_found(openid).await;
+                let gone = stored.is_empty();
+                if gone != avatar.exists() {
+                    return gone;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        let gone = tokio::time::timeout(std::time::Duration::from_secs(10), settled)
+            .await
+            .unwrap_or_else(|_| panic!("{id}: rows and avatar file disagree"));
+        if !gone {
+            remaining += 1;
+            // Nothing was left locked: the person can be deleted now.
+            let response = app
+                .delete_authed(&format!("/v1/admin/users/{id}"), &key)
+                .await;
+            assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            assert!(!avatar.exists());
+        }
+    }
+    assert_eq!(
+        app.backend.count("users").await,
+        0,
+        "{remaining} finished by hand"
+    );
+    assert_eq!(app.backend.count("identities").await, 0);
+}
