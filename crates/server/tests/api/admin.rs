@@ -203,7 +203,14 @@ async fn an_operator_finds_a_person_by_id_openid_unionid_phone_and_nickname() {
         assert_eq!(users[0]["phone"]["number"], "13812345678", "unmasked");
         assert_eq!(page["next_cursor"], Value::Null);
     }
-    for query in ["phone=1381234567", "q=carol", "id=nobody", "q=%25"] {
+    for query in [
+        "phone=1381234567",
+        "phone=%2B113812345678",
+        "phone=%2B86",
+        "q=carol",
+        "id=nobody",
+        "q=%25",
+    ] {
         let page = app
             .admin_json(&format!("/v1/admin/users?{query}"), &key)
             .await;
@@ -228,7 +235,7 @@ async fn an_operator_finds_a_person_by_id_openid_unionid_phone_and_nickname() {
         .into_iter()
         .filter(|(_, action, _)| action == "users.search")
         .collect();
-    assert_eq!(searches.len(), 7 + 4 + 1);
+    assert_eq!(searches.len(), 7 + 6 + 1);
     assert!(searches.iter().all(|(actor, _, _)| actor == "ops"));
 }
 

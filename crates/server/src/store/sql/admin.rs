@@ -61,7 +61,11 @@ impl SqlStore {
         const BY_OPENID: &str =
             select_users!("u.id IN (SELECT i.user_id FROM identities i WHERE i.openid = ?)");
         const BY_UNIONID: &str = select_users!("u.unionid = ?");
-        const BY_PHONE: &str = select_users!("u.phone_number IN (?, ?, ?, ?)");
+        const BY_PHONE: &str = select_users!(
+            "((u.phone_country_code = ? AND u.phone_number = ?) \
+             OR (u.phone_country_code = ? AND u.phone_number = ?) \
+             OR (u.phone_country_code = ? AND u.phone_number = ?) OR u.phone_number = ?)"
+        );
         const BY_NICKNAME: &str = select_users!("LOWER(u.nickname) LIKE ? ESCAPE '!'");
         let after = after.unwrap_or("").to_owned();
         let query = match filter {
@@ -70,12 +74,11 @@ impl SqlStore {
             UserFilter::OpenId(openid) => sqlx::query(self.q(BY_OPENID)).bind(openid.clone()),
             UserFilter::UnionId(unionid) => sqlx::query(self.q(BY_UNIONID)).bind(unionid.clone()),
             UserFilter::Phone(phone) => {
-                let [a, b, c, d] = phone_candidates(phone);
-                sqlx::query(self.q(BY_PHONE))
-                    .bind(a)
-                    .bind(b)
-                    .bind(c)
-                    .bind(d)
+                let mut query = sqlx::query(self.q(BY_PHONE));
+                for value in phone_binds(phone) {
+                    query = query.bind(value);
+                }
+                query
             }
             UserFilter::Nickname(part) => sqlx::query(self.q(BY_NICKNAME)).bind(like_pattern(part)),
         };
@@ -85,19 +88,10 @@ impl SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let users: Vec<User> = rows
-            .iter()
+        rows.iter()
             .map(user_from_row)
             .collect::<Result<_, _>>()
-            .map_err(store_error)?;
-        Ok(match filter {
-            // The candidates are only a pre-selection: the whole number must match.
-            UserFilter::Phone(phone) => users
-                .into_iter()
-                .filter(|u| u.phone.as_ref().is_some_and(|p| phone_matches(phone, p)))
-                .collect(),
-            _ => users,
-        })
+            .map_err(store_error)
     }
 
     /// One person by id.
@@ -225,27 +219,31 @@ impl SqlStore {
     }
 }
 
-/// The stored national numbers a phone search may mean: the number as given, or, after a
-/// `+`, without a country code of one, two or three digits.
-fn phone_candidates(phone: &str) -> [String; 4] {
-    let digits = phone.trim_start_matches('+');
-    let without = |n: usize| digits.get(n..).unwrap_or("").to_owned();
-    if phone.starts_with('+') {
-        [digits.to_owned(), without(1), without(2), without(3)]
-    } else {
-        [
-            digits.to_owned(),
-            digits.to_owned(),
-            digits.to_owned(),
-            digits.to_owned(),
-        ]
-    }
-}
-
-fn phone_matches(query: &str, phone: &crate::model::Phone) -> bool {
-    match query.strip_prefix('+') {
-        Some(full) => format!("{}{}", phone.country_code, phone.number) == full,
-        None => phone.number == query,
+/// What a phone search binds: three (country code, number) splits of a number given with
+/// `+` (country codes have one to three digits), then a national number. The parts that do
+/// not apply get "-", which no stored country code or number is.
+fn phone_binds(phone: &str) -> [String; 7] {
+    let none = || "-".to_owned();
+    match phone.strip_prefix('+') {
+        Some(full) => {
+            let split = |n: usize| match (full.get(..n), full.get(n..)) {
+                (Some(cc), Some(number)) if !number.is_empty() => {
+                    (cc.to_owned(), number.to_owned())
+                }
+                _ => (none(), none()),
+            };
+            let [(a, b), (c, d), (e, f)] = [split(1), split(2), split(3)];
+            [a, b, c, d, e, f, none()]
+        }
+        None => [
+            none(),
+            none(),
+            none(),
+            none(),
+            none(),
+            none(),
+            phone.to_owned(),
+        ],
     }
 }
 
@@ -283,15 +281,13 @@ mod tests {
     }
 
     #[test]
-    fn a_phone_search_matches_the_whole_number_with_or_without_its_country_code() {
-        let phone = crate::model::Phone {
-            country_code: "86".to_owned(),
-            number: "13800000000".to_owned(),
-        };
-        assert!(phone_matches("13800000000", &phone));
-        assert!(phone_matches("+8613800000000", &phone));
-        assert!(!phone_matches("+113800000000", &phone));
-        assert!(!phone_matches("1380000000", &phone));
-        assert!(phone_candidates("+8613800000000").contains(&"13800000000".to_owned()));
+    fn a_phone_search_binds_each_country_code_split_or_the_national_number() {
+        let with_plus = phone_binds("+8613800000000");
+        assert_eq!(with_plus[2..4], ["86".to_owned(), "13800000000".to_owned()]);
+        assert_eq!(with_plus[6], "-");
+        let national = phone_binds("13800000000");
+        assert_eq!(national[6], "13800000000");
+        assert!(national[..6].iter().all(|v| v == "-"));
+        assert_eq!(phone_binds("+86")[2..4], ["-".to_owned(), "-".to_owned()]);
     }
 }
