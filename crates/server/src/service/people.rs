@@ -80,6 +80,11 @@ async fn apply(
         .ok_or(ApiError::Unauthorized(
             "the user of this session no longer exists",
         ))?;
+    // A new avatar (uploaded, set by URL or from WeChat's data) replaces the stored file.
+    let previous = caller.user.profile.avatar_url.as_deref();
+    if update.avatar_url.is_some() && update.avatar_url.as_deref() != previous {
+        remove_own_avatar(state, previous).await;
+    }
     with_identities(state, user).await
 }
 
@@ -355,15 +360,102 @@ fn image_extension(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Stores an uploaded avatar under the media directory and sets it as the caller's.
+/// Largest upload decoded, in pixels a side: anything larger is refused before its pixels are
+/// allocated.
+const AVATAR_MAX_DECODED_SIDE: u32 = 4096;
+/// Largest avatar stored, in pixels a side (WeChat's own are 132 or 640): larger ones are
+/// scaled down.
+const AVATAR_MAX_SIDE: u32 = 640;
+/// Most memory one decode may take.
+const AVATAR_MAX_DECODE_BYTES: u64 = 128 << 20;
+
+/// Decodes an upload whole and encodes it again, upright by its EXIF orientation and at most
+/// [`AVATAR_MAX_SIDE`] a side: what is stored is pixels only, never the bytes sent (no
+/// metadata, no GPS position of a phone photo, nothing appended to or hidden in the file).
+/// JPEG stays JPEG; PNG and WebP become PNG. Returns the file and its extension.
+fn reencode_avatar(bytes: &[u8]) -> Result<(Vec<u8>, &'static str), ApiError> {
+    use image::{DynamicImage, ImageDecoder as _, ImageError, ImageFormat, ImageReader, Limits};
+    let format = match image_extension(bytes).ok_or(ApiError::NotAnImage)? {
+        "png" => ImageFormat::Png,
+        "jpg" => ImageFormat::Jpeg,
+        _ => ImageFormat::WebP,
+    };
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(AVATAR_MAX_DECODED_SIDE);
+    limits.max_image_height = Some(AVATAR_MAX_DECODED_SIDE);
+    limits.max_alloc = Some(AVATAR_MAX_DECODE_BYTES);
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits);
+    let refused = |err: ImageError| match err {
+        ImageError::Limits(_) => ApiError::InvalidImage(
+            "the image is larger than 4096 pixels a side; send a smaller one",
+        ),
+        _ => ApiError::InvalidImage("the image is damaged or incomplete and cannot be decoded"),
+    };
+    let mut decoder = reader.into_decoder().map_err(refused)?;
+    let orientation = decoder.orientation().map_err(refused)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    image.apply_orientation(orientation);
+    if image.width() > AVATAR_MAX_SIDE || image.height() > AVATAR_MAX_SIDE {
+        image = image.thumbnail(AVATAR_MAX_SIDE, AVATAR_MAX_SIDE);
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    let extension = if format == ImageFormat::Jpeg {
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+        DynamicImage::ImageRgb8(image.to_rgb8())
+            .write_with_encoder(encoder)
+            .map_err(anyhow::Error::from)?;
+        "jpg"
+    } else {
+        image
+            .write_to(&mut out, ImageFormat::Png)
+            .map_err(anyhow::Error::from)?;
+        "png"
+    };
+    Ok((out.into_inner(), extension))
+}
+
+/// The file name of one of this service's avatars, from its URL (`None` for any other URL).
+fn own_avatar_name(public_url: &url::Url, avatar_url: &str) -> Option<String> {
+    let prefix = media_url(public_url, "").ok()?;
+    let name = avatar_url.strip_prefix(prefix.as_str())?;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    plain.then(|| name.to_owned())
+}
+
+/// Deletes the avatar file a new avatar replaced, when it was one of this service's.
+pub(crate) async fn remove_own_avatar(state: &AppState, avatar_url: Option<&str>) {
+    let Some(name) = avatar_url.and_then(|url| own_avatar_name(&state.media.public_url, url))
+    else {
+        return;
+    };
+    let path = state.media.dir.join("avatars").join(&name);
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "cannot delete a replaced avatar")
+        }
+    }
+}
+
+/// Stores an uploaded avatar under the media directory and sets it as the caller's (the one
+/// it replaces is deleted).
 pub async fn avatar(state: &AppState, caller: &Caller, bytes: Bytes) -> Result<Profiled, ApiError> {
     if bytes.len() > state.media.max_bytes {
         return Err(ApiError::PayloadTooLarge);
     }
-    let extension = image_extension(&bytes).ok_or(ApiError::NotAnImage)?;
+    // Decoding is CPU work: off the async workers.
+    let (file, extension) = tokio::task::spawn_blocking(move || reencode_avatar(&bytes))
+        .await
+        .map_err(anyhow::Error::from)??;
     let name = format!("{}.{extension}", random_id());
     let dir = state.media.dir.join("avatars");
-    store_file(&dir, &name, &bytes).await?;
+    store_file(&dir, &name, &file).await?;
     let url = media_url(&state.media.public_url, &name)?;
     let update = ProfileUpdate {
         avatar_url: Some(url.to_string()),
