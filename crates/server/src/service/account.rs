@@ -94,65 +94,7 @@ async fn erase(state: &AppState, user_id: &UserId, by: &Requester) -> Result<boo
                 .await?;
         }
     }
-    if let Some(url) = &erased.user.profile.avatar_url {
-        remove_avatar(state, url).await;
-    }
+    super::people::remove_own_avatar(state, erased.user.profile.avatar_url.as_deref()).await;
     tracing::info!(%user_id, identities = erased.identities.len(), "person erased");
     Ok(true)
-}
-
-/// Deletes an uploaded avatar file that `url` links to (a link elsewhere is left alone).
-async fn remove_avatar(state: &AppState, url: &str) {
-    let Some(name) = own_avatar_name(&state.media.public_url, url) else {
-        return;
-    };
-    let path = state.media.dir.join("avatars").join(name);
-    match tokio::fs::remove_file(&path).await {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => {
-            tracing::error!(path = %path.display(), error = %err, "could not delete an avatar");
-        }
-    }
-}
-
-/// The file name of an avatar this service stored, from its link; `None` for any other link.
-fn own_avatar_name<'a>(public_url: &url::Url, url: &'a str) -> Option<&'a str> {
-    let mut base = public_url.as_str().to_owned();
-    if !base.ends_with('/') {
-        base.push('/');
-    }
-    let name = url.strip_prefix(&base)?.strip_prefix("media/avatars/")?;
-    let plain = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
-    plain.then_some(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::own_avatar_name;
-
-    #[test]
-    fn only_links_to_this_services_avatars_name_a_file() {
-        let base = url::Url::parse("https://id.example.com/auth").unwrap();
-        assert_eq!(
-            own_avatar_name(&base, "https://id.example.com/auth/media/avatars/ab12.png"),
-            Some("ab12.png")
-        );
-        assert_eq!(
-            own_avatar_name(&base, "https://cdn.example.com/media/avatars/ab12.png"),
-            None
-        );
-        assert_eq!(
-            own_avatar_name(&base, "https://id.example.com/auth/media/avatars/../x"),
-            None
-        );
-        assert_eq!(
-            own_avatar_name(&base, "https://id.example.com/auth/media/avatars/a/b.png"),
-            None
-        );
-    }
 }
