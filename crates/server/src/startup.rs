@@ -85,6 +85,7 @@ impl Application {
         }
         ensure_media_dir(&config.storage.media_dir)?;
         let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
+        stores.sql.set_endpoints(endpoints(&resolved.webhooks));
         let wechat_config = ClientConfig {
             api_base: config.wechat.api_base.clone(),
             timeout: config.wechat.timeout,
@@ -159,6 +160,7 @@ impl Application {
             wechat_timeout: config.wechat.timeout,
             client_ip: crate::client_ip::ClientIp::new(resolved.trusted_proxies),
             keys,
+            feed_wait_cap: feed_wait_cap(&config.server),
             token_format: config.tokens.format,
             services: crate::service::clients::ServiceClients::new(&resolved.services),
             media: Media {
@@ -208,6 +210,31 @@ impl Application {
         purge.abort();
         reload_keys.abort();
         Ok(())
+    }
+}
+
+/// The webhook endpoints as the outbox keys their deliveries.
+pub fn endpoints(webhooks: &[crate::config::Webhook]) -> Vec<store::sql::events::Endpoint> {
+    webhooks
+        .iter()
+        .map(|hook| store::sql::events::Endpoint {
+            url: hook.url.to_string(),
+            types: hook.types.clone(),
+        })
+        .collect()
+}
+
+/// A feed call answers a second before `server.request_timeout` would cut it off.
+fn feed_wait_cap(server: &ServerConfig) -> Duration {
+    let cap = api::events::MAX_WAIT;
+    if server.request_timeout.is_zero() {
+        cap
+    } else {
+        cap.min(
+            server
+                .request_timeout
+                .saturating_sub(Duration::from_secs(1)),
+        )
     }
 }
 

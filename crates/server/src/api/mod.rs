@@ -6,6 +6,7 @@
 //! server's own refusals (missing file, wrong method, bad range) included.
 
 pub mod auth;
+pub mod events;
 pub mod health;
 pub mod me;
 pub mod services;
@@ -50,6 +51,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>) -> Router {
         .merge(health::router())
         .merge(wellknown::router())
         .merge(services::router())
+        .merge(events::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Token responses must not be cached (RFC 6749 §5.1); nor must profiles and phone

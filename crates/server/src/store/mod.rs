@@ -336,9 +336,11 @@ pub async fn connect(
     let sql = Arc::new(sql::SqlStore::connect(database).await?);
     let redis = match sessions.store {
         SessionStoreKind::Sql => None,
-        SessionStoreKind::Redis => {
-            Some(Arc::new(redis::RedisSessionStore::connect(sessions).await?))
-        }
+        SessionStoreKind::Redis => Some(Arc::new(
+            redis::RedisSessionStore::connect(sessions)
+                .await?
+                .with_events(sql.clone()),
+        )),
     };
     let (session_store, codes, wechat_tokens): (
         Arc<dyn SessionStore>,

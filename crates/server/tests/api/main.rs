@@ -11,6 +11,7 @@ mod helpers;
 mod auth;
 mod cancellation;
 mod errors;
+mod events;
 mod me;
 mod people;
 mod profile;

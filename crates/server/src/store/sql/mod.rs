@@ -5,7 +5,8 @@
 //!   dialect, running writes detached, sorting driver errors);
 //! - [`users`]: persons and identities ([`UserStore`](super::UserStore));
 //! - [`sessions`]: sessions and their tokens ([`SessionStore`](super::SessionStore));
-//! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache)).
+//! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache));
+//! - [`events`]: the event outbox, webhook deliveries and the feed.
 //!
 //! Queries are written once, next to the method that runs them, with `?` placeholders; for
 //! PostgreSQL (`$1`, `$2`, …) and for SQLite (no `FOR UPDATE`) they are rewritten on first use
@@ -20,6 +21,7 @@
 
 mod auth_cache;
 mod codes;
+pub mod events;
 mod sessions;
 mod users;
 
@@ -95,6 +97,8 @@ pub struct SqlStore {
     dialect: Dialect,
     /// On SQLite (one process owns the file): live tokens' sessions and persons.
     auth_cache: Option<Arc<AuthCache>>,
+    /// The webhook endpoints new events are queued for, and who waits for new events.
+    outbox: Arc<events::Outbox>,
 }
 
 impl SqlStore {
@@ -149,6 +153,7 @@ impl SqlStore {
             writer,
             dialect,
             auth_cache,
+            outbox: Arc::default(),
         })
     }
 
