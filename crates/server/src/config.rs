@@ -564,6 +564,11 @@ pub struct SecurityConfig {
     pub data_key: Option<SecretString>,
     /// A file holding the data key instead.
     pub data_key_file: Option<PathBuf>,
+    /// Data keys used before the current one: they still open what they sealed (nothing new is
+    /// sealed with them) until `wxauth rotate-data-key` has sealed it again.
+    pub previous_data_keys: Vec<SecretString>,
+    /// Files holding previous data keys instead.
+    pub previous_data_key_files: Vec<PathBuf>,
     /// Oldest open data accepted (by its watermark); "0s" turns the check off.
     #[serde(with = "duration")]
     pub watermark_max_age: Duration,
@@ -574,6 +579,8 @@ impl Default for SecurityConfig {
         Self {
             data_key: None,
             data_key_file: None,
+            previous_data_keys: Vec::new(),
+            previous_data_key_files: Vec::new(),
             watermark_max_age: Duration::from_secs(600),
         }
     }
@@ -955,13 +962,32 @@ fn resolve_data_key(security: &SecurityConfig) -> Result<DataKey, String> {
             );
         }
     };
+    let current = decode_data_key(&encoded, "the data key")?;
+    let mut previous = Vec::new();
+    for (i, key) in security.previous_data_keys.iter().enumerate() {
+        let what = format!("security.previous_data_keys[{i}]");
+        previous.push(decode_data_key(key.expose_secret().trim(), &what)?);
+    }
+    for path in &security.previous_data_key_files {
+        let encoded = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read security.previous_data_key_files entry {}: {e}",
+                path.display()
+            )
+        })?;
+        let what = format!("the previous data key in {}", path.display());
+        previous.push(decode_data_key(encoded.trim(), &what)?);
+    }
+    Ok(DataKey::with_previous(current, &previous))
+}
+
+fn decode_data_key(encoded: &str, what: &str) -> Result<[u8; 32], String> {
     let bytes = BASE64
         .decode(encoded.as_bytes())
-        .map_err(|_| "the data key is not valid base64 (use `wxauth gen-key`)".to_owned())?;
-    let bytes: [u8; 32] = bytes
+        .map_err(|_| format!("{what} is not valid base64 (use `wxauth gen-key`)"))?;
+    bytes
         .try_into()
-        .map_err(|_| "the data key must be 32 bytes of base64 (use `wxauth gen-key`)".to_owned())?;
-    Ok(DataKey::new(bytes))
+        .map_err(|_| format!("{what} must be 32 bytes of base64 (use `wxauth gen-key`)"))
 }
 
 fn extract(figment: &Figment) -> Result<Config, String> {

@@ -11,6 +11,7 @@ pub mod check;
 pub mod memory_codes;
 pub mod migrate;
 pub mod redis;
+pub mod reseal;
 pub mod signing_keys;
 pub mod sql;
 pub mod wechat_tokens;
