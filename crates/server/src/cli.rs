@@ -46,6 +46,12 @@ pub enum Command {
         /// Address for the built-in WeChat simulator (another free port is used if taken).
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: SocketAddr,
+        /// Send the demo's events to this webhook endpoint (see docs/events.md).
+        #[arg(long, value_name = "URL", requires = "webhook_secret")]
+        webhook: Option<url::Url>,
+        /// The webhook's signing secret (`wxauth gen-webhook-secret`).
+        #[arg(long, value_name = "WHSEC", requires = "webhook")]
+        webhook_secret: Option<String>,
     },
     /// Run the service.
     Serve,
@@ -209,7 +215,8 @@ fn config_not_read(cli: &Cli) -> Option<String> {
         Command::Demo { .. } => (
             "demo",
             "it runs with its own settings (a built-in simulator, SQLite and a demo key); \
-             its options are --listen, --database and --sim-listen. To run with this file, \
+             its options are --listen, --database, --sim-listen and --webhook. To run with \
+             this file, \
              use `wxauth --config FILE serve`",
         ),
         Command::Sim(_) => (
@@ -237,8 +244,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             database,
             sim_listen,
+            webhook,
+            webhook_secret,
         } => {
-            demo::run(listen, database, sim_listen).await?;
+            let webhook = webhook.zip(webhook_secret);
+            demo::run(listen, database, sim_listen, webhook).await?;
         }
         Command::Serve => {
             let config = load(cli.config)?;

@@ -741,3 +741,142 @@ async fn failed_deliveries_are_listed_and_sent_again_with_their_webhook_ids() {
     on.kill().await;
     receiver.stop().await;
 }
+
+/// Collects a child's stdout lines as they come.
+fn collect_lines(
+    stdout: tokio::process::ChildStdout,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Waits until a collected line satisfies `found`.
+async fn until_line(
+    lines: &std::sync::Mutex<Vec<String>>,
+    what: &str,
+    found: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    while !lines.lock().unwrap().iter().any(|l| found(l)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_gift_once_example_grants_one_gift_per_person_against_the_demo() {
+    let test = "webhooks: examples/gift-once against wxauth demo";
+    let Some(python) = ext::python(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/webhooks");
+    let mut receiver = Command::new(python)
+        .arg(ext::repo_root().join("examples/gift-once/gift_once.py"))
+        .args(["--port", &port.to_string(), "--secret", SECRET])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let said = collect_lines(receiver.stdout.take().unwrap());
+    until_line(&said, "the receiver listens", |l| l.contains("listening")).await;
+
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_wxauth"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--webhook", &hook, "--webhook-secret", SECRET])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let printed = collect_lines(demo.stdout.take().unwrap());
+    until_line(&printed, "the walkthrough is printed", |l| {
+        l == wxauth::demo::WALKTHROUGH_END
+    })
+    .await;
+    let printed = printed.lock().unwrap().clone();
+    assert!(printed.iter().any(|l| l.contains(&hook)), "{printed:?}");
+    // Steps 1 and 2 of the walkthrough, as the example's README says: a login.
+    let login: Vec<&str> = printed
+        .iter()
+        .filter(|l| l.starts_with("CODE=") || l.starts_with("LOGIN="))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(login.len(), 2, "{printed:?}");
+    let script = format!("set -e\n{}\n{}\n", login.join("\n"), login.join("\n"));
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(out.matches("\"is_new_user\":true").count(), 1, "{out}");
+    assert_eq!(out.matches("\"is_new_user\":false").count(), 1, "{out}");
+
+    until_line(&said, "the gift is granted", |l| {
+        l.starts_with("gift granted to ")
+    })
+    .await;
+    until_line(&said, "identity.created arrives", |l| {
+        l.starts_with("identity.created")
+    })
+    .await;
+    let gifts: Value = reqwest::get(format!("http://127.0.0.1:{port}/gifts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(gifts["gifts"].as_array().unwrap().len(), 1, "{gifts}");
+
+    // The same person.created again: the receiver knows its webhook-id.
+    let env = vec![
+        (
+            "WXAUTH_DATABASE__URL".to_owned(),
+            format!("sqlite://{}", dir.path().join("wxauth-demo.db").display()),
+        ),
+        (
+            "WXAUTH_WEBHOOKS".to_owned(),
+            format!("[{{url=\"{hook}\", secret=\"{SECRET}\"}}]"),
+        ),
+    ];
+    let event_id = gifts["gifts"][0]["event_id"].as_str().unwrap();
+    let (ok, out) = wxauth(&env, &["events", "redeliver", event_id]).await;
+    assert!(ok, "{out}");
+    until_line(&said, "the delivery comes again", |l| {
+        l == "already handled"
+    })
+    .await;
+    let granted = said
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("gift granted"))
+        .count();
+    assert_eq!(granted, 1);
+    let _ = demo.kill().await;
+    let _ = receiver.kill().await;
+}
