@@ -531,6 +531,23 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
         .filter(|id| is_app_id(id))
         .collect();
     facts.push(("apps", ids.join(", ")));
+    let hooks: Vec<_> = config
+        .webhooks
+        .iter()
+        .map(|h| DatabaseUrl::from(h.url.as_str()).masked())
+        .collect();
+    facts.push((
+        "webhooks",
+        if hooks.is_empty() {
+            "none (events only in the feed, GET /v1/events)".to_owned()
+        } else {
+            hooks.join(", ")
+        },
+    ));
+    facts.push((
+        "events",
+        format!("kept {}", duration::format(config.events.retention)),
+    ));
     let tokens = &config.tokens;
     facts.push((
         "tokens",

@@ -880,3 +880,60 @@ async fn the_gift_once_example_grants_one_gift_per_person_against_the_demo() {
     let _ = demo.kill().await;
     let _ = receiver.kill().await;
 }
+
+#[tokio::test]
+async fn a_stopped_instance_finishes_its_attempts_and_holds_no_lease() {
+    let test = "webhooks: graceful stop";
+    let port = free_port();
+    let Some(receiver) = Receiver::start(test, port, "hang").await else {
+        return;
+    };
+    receiver
+        .mode(json!({ "mode": "hang", "hang_seconds": TIMEOUT_SECS * 5 }))
+        .await;
+    let backend = TestBackend::from_env().await;
+    let sim = sim().await;
+    let mut on = serve(&backend, &sim, port).await;
+    let client = Client::new(&sim);
+    for user in ["gus", "hal", "ida"] {
+        client.login(&on.url, APP_A, user).await;
+    }
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    while receiver.state().await["attempts"].as_i64().unwrap() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "deliveries start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGTERM while the attempts hang.
+    let pid = on.child.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::time::timeout(Duration::from_secs(15), on.child.wait())
+        .await
+        .expect("wxauth stops")
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    assert_eq!(
+        backend
+            .count("webhook_deliveries WHERE lease_owner IS NOT NULL OR lease_until_ms > 0")
+            .await,
+        0,
+        "nothing is left claimed"
+    );
+    assert_eq!(
+        backend
+            .count("webhook_deliveries WHERE state = 'pending'")
+            .await,
+        6
+    );
+    receiver.mode(json!({ "mode": "ok" })).await;
+    let on = serve(&backend, &sim, port).await;
+    let events = client.at_least(&on.url, 6).await;
+    let state = receiver.until_accepted(&ids(&events)).await;
+    assert_complete_and_in_order(&state, &events);
+    on.kill().await;
+    receiver.stop().await;
+}
