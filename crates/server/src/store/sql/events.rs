@@ -422,7 +422,21 @@ impl SqlStore {
         const LEASE: &str = "UPDATE webhook_deliveries SET lease_owner = ?, lease_until_ms = ? \
              WHERE endpoint = ? AND event_seq = ? AND state = 'pending' AND lease_until_ms <= ?";
         const PAYLOAD: &str = "SELECT id, payload FROM events WHERE seq = ?";
+        const ANY_DUE: &str = "SELECT 1 FROM webhook_deliveries WHERE endpoint = ? \
+             AND state = 'pending' AND next_attempt_ms <= ? AND lease_until_ms <= ? LIMIT 1";
         let now = wall_ms();
+        // Most polls find nothing: a plain read says so without a write transaction (which on
+        // SQLite would take the one writer every time).
+        let anything = sqlx::query(self.q(ANY_DUE))
+            .bind(endpoint)
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if anything.is_none() {
+            return Ok(Vec::new());
+        }
         let due = match self.dialect {
             Dialect::Sqlite => DUE.to_owned(),
             _ => format!("{DUE} FOR UPDATE SKIP LOCKED"),
