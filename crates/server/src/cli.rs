@@ -1,5 +1,5 @@
 //! The command line: `wxauth demo | serve | migrate | check-config | sim | gen-key |
-//! gen-secret | revoke-sessions | keys | import django`.
+//! gen-secret | gen-webhook-secret | revoke-sessions | keys | events | import django`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +46,12 @@ pub enum Command {
         /// Address for the built-in WeChat simulator (another free port is used if taken).
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: SocketAddr,
+        /// Send the demo's events to this webhook endpoint (see docs/events.md).
+        #[arg(long, value_name = "URL", requires = "webhook_secret")]
+        webhook: Option<url::Url>,
+        /// The webhook's signing secret (`wxauth gen-webhook-secret`).
+        #[arg(long, value_name = "WHSEC", requires = "webhook")]
+        webhook_secret: Option<String>,
     },
     /// Run the service.
     Serve,
@@ -74,6 +80,15 @@ pub enum Command {
     /// current security.data_key, opening them with security.previous_data_keys; afterwards
     /// the previous keys can be removed from the configuration.
     RotateDataKey,
+    /// Print a new random webhook signing secret (whsec_ and base64 of 32 bytes) for a
+    /// [[webhooks]] entry.
+    GenWebhookSecret,
+    /// The event outbox and its webhook deliveries.
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// The JWT signing keys.
     Keys {
         /// What to do with them.
@@ -121,6 +136,30 @@ pub struct DjangoArgs {
     pub dry_run: bool,
 }
 
+/// `wxauth events ...`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Show the newest events and where each webhook delivery stands.
+    List {
+        /// Only events with a delivery that failed (retried for retry_for without a 2xx).
+        #[arg(long)]
+        failed: bool,
+        /// How many events at most.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Send an event again to every configured webhook (with its original webhook-id), or
+    /// every failed delivery.
+    Redeliver {
+        /// The event id (as `wxauth events list` shows it).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<String>,
+        /// Every failed delivery instead.
+        #[arg(long)]
+        failed: bool,
+    },
+}
+
 /// `wxauth keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -145,6 +184,10 @@ pub fn main() -> ExitCode {
         }
         Command::GenSecret => {
             println!("{}", generate_service_secret());
+            return ExitCode::SUCCESS;
+        }
+        Command::GenWebhookSecret => {
+            println!("{}", crate::events::delivery::generate_secret());
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -176,7 +219,8 @@ fn config_not_read(cli: &Cli) -> Option<String> {
         Command::Demo { .. } => (
             "demo",
             "it runs with its own settings (a built-in simulator, SQLite and a demo key); \
-             its options are --listen, --database and --sim-listen. To run with this file, \
+             its options are --listen, --database, --sim-listen and --webhook. To run with \
+             this file, \
              use `wxauth --config FILE serve`",
         ),
         Command::Sim(_) => (
@@ -185,6 +229,10 @@ fn config_not_read(cli: &Cli) -> Option<String> {
         ),
         Command::GenKey => ("gen-key", "it only prints a new random key"),
         Command::GenSecret => ("gen-secret", "it only prints a new random service secret"),
+        Command::GenWebhookSecret => (
+            "gen-webhook-secret",
+            "it only prints a new random webhook secret",
+        ),
         _ => return None,
     };
     Some(format!(
@@ -200,8 +248,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             database,
             sim_listen,
+            webhook,
+            webhook_secret,
         } => {
-            demo::run(listen, database, sim_listen).await?;
+            let webhook = webhook.zip(webhook_secret);
+            demo::run(listen, database, sim_listen, webhook).await?;
         }
         Command::Serve => {
             let config = load(cli.config)?;
@@ -223,6 +274,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::GenKey => println!("{}", DataKey::generate_encoded()),
         Command::GenSecret => println!("{}", generate_service_secret()),
+        Command::GenWebhookSecret => println!("{}", crate::events::delivery::generate_secret()),
+        Command::Events { command } => {
+            let config = load(cli.config)?;
+            telemetry::init(&config.log);
+            return events_command(&config, command).await;
+        }
         Command::Keys { command } => {
             let config = load(cli.config)?;
             telemetry::init(&config.log);
@@ -353,6 +410,71 @@ async fn import_django(config: &Config, args: DjangoArgs) -> anyhow::Result<Exit
     })
 }
 
+async fn events_command(config: &Config, command: EventsCommand) -> anyhow::Result<ExitCode> {
+    let webhooks = config.resolve_webhooks().map_err(|problems| {
+        anyhow::anyhow!(
+            "the configuration has problems:\n- {}",
+            problems.join("\n- ")
+        )
+    })?;
+    let sql = store::sql::SqlStore::connect(&config.database).await?;
+    sql.set_endpoints(crate::startup::endpoints(&webhooks));
+    match command {
+        EventsCommand::List { failed, limit } => {
+            say(&event_table(&sql.list_events(failed, limit.max(1)).await?));
+        }
+        EventsCommand::Redeliver { id: Some(id), .. } => {
+            if !sql.redeliver(&id).await? {
+                eprintln!("no event with id {id} (events are kept for events.retention)");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "event {id} queued again for {} webhook(s); running instances send it",
+                webhooks.len()
+            );
+        }
+        EventsCommand::Redeliver { id: None, .. } => {
+            let n = sql.redeliver_failed().await?;
+            println!("{n} failed deliver(ies) queued again; running instances send them");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wxauth events list`: one line per event, newest first, each delivery under it.
+fn event_table(
+    events: &[(
+        store::sql::events::StoredEvent,
+        Vec<store::sql::events::DeliveryRow>,
+    )],
+) -> String {
+    if events.is_empty() {
+        return "no events\n".to_owned();
+    }
+    let mut out = format!("{:36}  {:16}  {:20}  USER\n", "ID", "TYPE", "OCCURRED");
+    for (event, deliveries) in events {
+        out.push_str(&format!(
+            "{:36}  {:16}  {:20}  {}\n",
+            event.id,
+            event.kind,
+            rfc3339(event.occurred_at),
+            event.user_id
+        ));
+        for d in deliveries {
+            let error = d
+                .last_error
+                .as_deref()
+                .map(|e| format!(", last: {e}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "    -> {}  {} ({} attempt(s){error})\n",
+                d.endpoint, d.state, d.attempts
+            ));
+        }
+    }
+    out
+}
+
 /// 32 random bytes, base64url without padding.
 fn generate_service_secret() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
@@ -455,6 +577,23 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
         .filter(|id| is_app_id(id))
         .collect();
     facts.push(("apps", ids.join(", ")));
+    let hooks: Vec<_> = config
+        .webhooks
+        .iter()
+        .map(|h| DatabaseUrl::from(h.url.as_str()).masked())
+        .collect();
+    facts.push((
+        "webhooks",
+        if hooks.is_empty() {
+            "none (events only in the feed, GET /v1/events)".to_owned()
+        } else {
+            hooks.join(", ")
+        },
+    ));
+    facts.push((
+        "events",
+        format!("kept {}", duration::format(config.events.retention)),
+    ));
     let tokens = &config.tokens;
     facts.push((
         "tokens",

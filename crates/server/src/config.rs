@@ -694,6 +694,31 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[[webhooks]]` entries with their secrets read and checked.
+    pub fn resolve_webhooks(&self) -> Result<Vec<Webhook>, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut webhooks: Vec<Webhook> = Vec::with_capacity(self.webhooks.len());
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            match resolve_webhook(hook) {
+                Ok(hook) => {
+                    if webhooks.iter().any(|known| known.url == hook.url) {
+                        problems.push(format!("webhooks[{i}]: the url is listed twice"));
+                    }
+                    webhooks.push(hook);
+                }
+                Err(problem) => problems.push(format!("webhooks[{i}]: {problem}")),
+            }
+        }
+        if self.events.retention.is_zero() {
+            problems.push("events.retention must be more than 0s".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(webhooks)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Reads the secrets and checks everything the types cannot, reporting every problem.
     pub fn resolve(&self) -> Result<Resolved, Vec<String>> {
         let mut problems = Vec::new();
@@ -748,18 +773,10 @@ impl Config {
             }
         }
 
-        let mut webhooks: Vec<Webhook> = Vec::with_capacity(self.webhooks.len());
-        for (i, hook) in self.webhooks.iter().enumerate() {
-            match resolve_webhook(hook) {
-                Ok(hook) => {
-                    if webhooks.iter().any(|known| known.url == hook.url) {
-                        problems.push(format!("webhooks[{i}]: the url is listed twice"));
-                    }
-                    webhooks.push(hook);
-                }
-                Err(problem) => problems.push(format!("webhooks[{i}]: {problem}")),
-            }
-        }
+        let webhooks = self.resolve_webhooks().unwrap_or_else(|more| {
+            problems.extend(more);
+            Vec::new()
+        });
 
         let data_key = match resolve_data_key(&self.security) {
             Ok(key) => Some(key),

@@ -38,6 +38,7 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServerConfig, TokenFormat, TokensConfig};
 use crate::error::ApiError;
+use crate::events::delivery::Workers;
 use crate::jwt::{JwtSettings, KeyRing};
 use crate::state::{AppState, Inner, Lifetimes, Media};
 use crate::store;
@@ -56,6 +57,7 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     limits: Limits,
+    webhooks: Vec<crate::config::Webhook>,
 }
 
 impl Application {
@@ -161,6 +163,7 @@ impl Application {
             client_ip: crate::client_ip::ClientIp::new(resolved.trusted_proxies),
             keys,
             feed_wait_cap: feed_wait_cap(&config.server),
+            events_retention: config.events.retention,
             token_format: config.tokens.format,
             services: crate::service::clients::ServiceClients::new(&resolved.services),
             media: Media {
@@ -174,6 +177,7 @@ impl Application {
             addr,
             state,
             limits: Limits::new(&config.server),
+            webhooks: resolved.webhooks,
         })
     }
 
@@ -205,10 +209,21 @@ impl Application {
     ) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
         let reload_keys = tokio::spawn(self.state.keys.clone().reload_loop());
+        let deliveries = Workers::start(self.state.stores.sql.clone(), &self.webhooks)
+            .map_err(std::io::Error::other)?;
         let app = api::router(self.state, self.limits.request_timeout);
         serve(self.listener, app, self.limits, shutdown).await;
         purge.abort();
         reload_keys.abort();
+        // Attempts in flight end within their timeout; what is left is given back.
+        let grace = self
+            .webhooks
+            .iter()
+            .map(|hook| hook.timeout)
+            .max()
+            .unwrap_or_default()
+            .min(self.limits.shutdown_grace);
+        deliveries.shutdown(grace).await;
         Ok(())
     }
 }
@@ -673,6 +688,13 @@ async fn purge_loop(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
             Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
+        }
+        let retention = i64::try_from(state.events_retention.as_millis()).unwrap_or(i64::MAX);
+        let before = store::sql::events::wall_ms().saturating_sub(retention);
+        match state.stores.sql.purge_events(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(events = n, "purged events past events.retention"),
+            Err(err) => tracing::warn!(error = %err, "could not purge old events"),
         }
     }
 }

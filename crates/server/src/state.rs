@@ -48,6 +48,8 @@ pub struct Inner {
     pub keys: crate::jwt::KeyRing,
     /// The longest a feed call waits for events (below `server.request_timeout`).
     pub feed_wait_cap: Duration,
+    /// How long events are kept once delivered.
+    pub events_retention: Duration,
 }
 
 /// Where uploads go and how they are reached.

@@ -10,6 +10,8 @@
 //! The envelope is `{"id": "<UUIDv7>", "type": "...", "occurred_at": "<RFC 3339>", "data":
 //! {...}}`; `data` always has `user_id`.
 
+pub mod delivery;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 use wxauth_wechat::{AppId, OpenId, UnionId};
