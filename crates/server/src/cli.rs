@@ -1,5 +1,6 @@
 //! The command line: `wxauth demo | serve | migrate | check-config | sim | gen-key |
-//! gen-secret | gen-admin-key | revoke-sessions | keys | import django`.
+//! gen-secret | gen-admin-key | gen-webhook-secret | revoke-sessions | keys | events |
+//! import django`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ pub enum Command {
         /// Address for the built-in WeChat simulator (another free port is used if taken).
         #[arg(long, default_value = "127.0.0.1:8081")]
         sim_listen: SocketAddr,
+        /// Send the demo's events to this webhook endpoint (see docs/events.md).
+        #[arg(long, value_name = "URL", requires = "webhook_secret")]
+        webhook: Option<url::Url>,
+        /// The webhook's signing secret (`wxauth gen-webhook-secret`).
+        #[arg(long, value_name = "WHSEC", requires = "webhook")]
+        webhook_secret: Option<String>,
     },
     /// Run the service.
     Serve,
@@ -77,6 +84,19 @@ pub enum Command {
         /// The operator's name, as the audit log will record it.
         #[arg(long, default_value = "admin", value_parser = admin_name)]
         name: String,
+    },
+    /// Seal every stored secret (session_keys, signing keys, WeChat tokens) again under the
+    /// current security.data_key, opening them with security.previous_data_keys; afterwards
+    /// the previous keys can be removed from the configuration.
+    RotateDataKey,
+    /// Print a new random webhook signing secret (whsec_ and base64 of 32 bytes) for a
+    /// [[webhooks]] entry.
+    GenWebhookSecret,
+    /// The event outbox and its webhook deliveries.
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventsCommand,
     },
     /// The JWT signing keys.
     Keys {
@@ -125,6 +145,30 @@ pub struct DjangoArgs {
     pub dry_run: bool,
 }
 
+/// `wxauth events ...`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Show the newest events and where each webhook delivery stands.
+    List {
+        /// Only events with a delivery that failed (retried for retry_for without a 2xx).
+        #[arg(long)]
+        failed: bool,
+        /// How many events at most.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Send an event again to every configured webhook (with its original webhook-id), or
+    /// every failed delivery.
+    Redeliver {
+        /// The event id (as `wxauth events list` shows it).
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<String>,
+        /// Every failed delivery instead.
+        #[arg(long)]
+        failed: bool,
+    },
+}
+
 /// `wxauth keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -153,6 +197,10 @@ pub fn main() -> ExitCode {
         }
         Command::GenAdminKey { name } => {
             print!("{}", admin_key_text(name, &NewAdminKey::generate()));
+            return ExitCode::SUCCESS;
+        }
+        Command::GenWebhookSecret => {
+            println!("{}", crate::events::delivery::generate_secret());
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -184,7 +232,8 @@ fn config_not_read(cli: &Cli) -> Option<String> {
         Command::Demo { .. } => (
             "demo",
             "it runs with its own settings (a built-in simulator, SQLite and a demo key); \
-             its options are --listen, --database and --sim-listen. To run with this file, \
+             its options are --listen, --database, --sim-listen and --webhook. To run with \
+             this file, \
              use `wxauth --config FILE serve`",
         ),
         Command::Sim(_) => (
@@ -194,6 +243,10 @@ fn config_not_read(cli: &Cli) -> Option<String> {
         Command::GenKey => ("gen-key", "it only prints a new random key"),
         Command::GenSecret => ("gen-secret", "it only prints a new random service secret"),
         Command::GenAdminKey { .. } => ("gen-admin-key", "it only prints a new admin key"),
+        Command::GenWebhookSecret => (
+            "gen-webhook-secret",
+            "it only prints a new random webhook secret",
+        ),
         _ => return None,
     };
     Some(format!(
@@ -209,8 +262,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             database,
             sim_listen,
+            webhook,
+            webhook_secret,
         } => {
-            demo::run(listen, database, sim_listen).await?;
+            let webhook = webhook.zip(webhook_secret);
+            demo::run(listen, database, sim_listen, webhook).await?;
         }
         Command::Serve => {
             let config = load(cli.config)?;
@@ -234,6 +290,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::GenSecret => println!("{}", generate_service_secret()),
         Command::GenAdminKey { name } => {
             print!("{}", admin_key_text(&name, &NewAdminKey::generate()));
+        }
+        Command::GenWebhookSecret => println!("{}", crate::events::delivery::generate_secret()),
+        Command::Events { command } => {
+            let config = load(cli.config)?;
+            telemetry::init(&config.log);
+            return events_command(&config, command).await;
         }
         Command::Keys { command } => {
             let config = load(cli.config)?;
@@ -283,6 +345,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("no user with id {user}");
                     return Ok(ExitCode::FAILURE);
                 }
+            }
+        }
+        Command::RotateDataKey => {
+            let config = load(cli.config)?;
+            telemetry::init(&config.log);
+            let resolved = config.resolve().map_err(|problems| {
+                anyhow::anyhow!(
+                    "the configuration has problems:\n- {}",
+                    problems.join("\n- ")
+                )
+            })?;
+            let key = &resolved.data_key;
+            let stores = store::connect(&config.database, &config.sessions, key).await?;
+            let report = store::reseal::reseal_all(&stores, key).await?;
+            println!("sealed again under data key {}:", key.id());
+            let mut unreadable = 0;
+            for place in &report {
+                println!(
+                    "  {:<26} {} sealed again, {} current already{}",
+                    place.place,
+                    place.resealed,
+                    place.current,
+                    match place.unreadable {
+                        0 => String::new(),
+                        n => format!(", {n} opened by no configured key"),
+                    }
+                );
+                unreadable += place.unreadable;
+            }
+            if unreadable > 0 {
+                eprintln!(
+                    "warning: {unreadable} value(s) were sealed by a key that is not configured \
+                     (not security.data_key nor security.previous_data_keys): they were left as \
+                     they are and cannot be opened"
+                );
+            } else {
+                println!(
+                    "Every stored secret is sealed under the current key: \
+                     security.previous_data_keys can be removed."
+                );
             }
         }
         Command::Import(ImportCommand::Django(args)) => {
@@ -357,6 +459,71 @@ fn admin_key_text(name: &str, new: &NewAdminKey) -> String {
     )
 }
 
+async fn events_command(config: &Config, command: EventsCommand) -> anyhow::Result<ExitCode> {
+    let webhooks = config.resolve_webhooks().map_err(|problems| {
+        anyhow::anyhow!(
+            "the configuration has problems:\n- {}",
+            problems.join("\n- ")
+        )
+    })?;
+    let sql = store::sql::SqlStore::connect(&config.database).await?;
+    sql.set_endpoints(crate::startup::endpoints(&webhooks));
+    match command {
+        EventsCommand::List { failed, limit } => {
+            say(&event_table(&sql.list_events(failed, limit.max(1)).await?));
+        }
+        EventsCommand::Redeliver { id: Some(id), .. } => {
+            if !sql.redeliver(&id).await? {
+                eprintln!("no event with id {id} (events are kept for events.retention)");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "event {id} queued again for {} webhook(s); running instances send it",
+                webhooks.len()
+            );
+        }
+        EventsCommand::Redeliver { id: None, .. } => {
+            let n = sql.redeliver_failed().await?;
+            println!("{n} failed deliver(ies) queued again; running instances send them");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wxauth events list`: one line per event, newest first, each delivery under it.
+fn event_table(
+    events: &[(
+        store::sql::events::StoredEvent,
+        Vec<store::sql::events::DeliveryRow>,
+    )],
+) -> String {
+    if events.is_empty() {
+        return "no events\n".to_owned();
+    }
+    let mut out = format!("{:36}  {:16}  {:20}  USER\n", "ID", "TYPE", "OCCURRED");
+    for (event, deliveries) in events {
+        out.push_str(&format!(
+            "{:36}  {:16}  {:20}  {}\n",
+            event.id,
+            event.kind,
+            rfc3339(event.occurred_at),
+            event.user_id
+        ));
+        for d in deliveries {
+            let error = d
+                .last_error
+                .as_deref()
+                .map(|e| format!(", last: {e}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "    -> {}  {} ({} attempt(s){error})\n",
+                d.endpoint, d.state, d.attempts
+            ));
+        }
+    }
+    out
+}
+
 /// 32 random bytes, base64url without padding.
 fn generate_service_secret() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
@@ -409,7 +576,9 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut problems = config.resolve().err().unwrap_or_default();
+    let resolved = config.resolve();
+    let data_key = resolved.as_ref().ok().map(|r| r.data_key.clone());
+    let mut problems = resolved.err().unwrap_or_default();
     let mut warnings = Vec::new();
     let mut facts: Vec<(&str, String)> = vec![("listen", config.server.listen.to_string())];
     if config.database.url == DatabaseConfig::default().url {
@@ -457,6 +626,23 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
         .filter(|id| is_app_id(id))
         .collect();
     facts.push(("apps", ids.join(", ")));
+    let hooks: Vec<_> = config
+        .webhooks
+        .iter()
+        .map(|h| DatabaseUrl::from(h.url.as_str()).masked())
+        .collect();
+    facts.push((
+        "webhooks",
+        if hooks.is_empty() {
+            "none (events only in the feed, GET /v1/events)".to_owned()
+        } else {
+            hooks.join(", ")
+        },
+    ));
+    facts.push((
+        "events",
+        format!("kept {}", duration::format(config.events.retention)),
+    ));
     let tokens = &config.tokens;
     facts.push((
         "tokens",
@@ -481,6 +667,20 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
         "audit",
         format!("entries kept {}", duration::format(config.audit.retention)),
     ));
+    if let Some(key) = data_key {
+        let previous: Vec<&str> = key.previous_ids().collect();
+        facts.push((
+            "data key",
+            match previous.as_slice() {
+                [] => format!("id {}", key.id()),
+                ids => format!(
+                    "id {}; previous (open only) {}: run `wxauth rotate-data-key`, then remove them",
+                    key.id(),
+                    ids.join(", ")
+                ),
+            },
+        ));
+    }
 
     let valid = problems.is_empty();
     if valid {

@@ -61,6 +61,178 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The event outbox (webhooks and the feed).
+    pub events: EventsConfig,
+    /// Signed webhooks: where events are sent.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[events]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// How long events are kept once every webhook has them (delivered or failed): the feed
+    /// reaches back this far.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// One `[[webhooks]]` entry: an endpoint events are POSTed to, signed as Standard Webhooks
+/// says.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The endpoint (http or https).
+    pub url: Url,
+    /// The signing secret, `whsec_` and base64 (`wxauth gen-webhook-secret`), inline (prefer
+    /// `secret_file` or `secret_env`).
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    /// A file holding the secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// The event types sent here; all when left out.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// How long an answer may take; then the attempt counts as failed.
+    #[serde(default = "WebhookConfig::default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// How long a delivery is retried (from the event) before it is marked failed.
+    #[serde(default = "WebhookConfig::default_retry_for", with = "duration")]
+    pub retry_for: Duration,
+    /// The wait after the first failed attempt; it doubles with each further one (with
+    /// jitter), up to `max_backoff`.
+    #[serde(default = "WebhookConfig::default_backoff", with = "duration")]
+    pub backoff: Duration,
+    /// The longest wait between attempts.
+    #[serde(default = "WebhookConfig::default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+}
+
+impl WebhookConfig {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_retry_for() -> Duration {
+        Duration::from_secs(86_400)
+    }
+    fn default_backoff() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_max_backoff() -> Duration {
+        Duration::from_secs(3_600)
+    }
+
+    /// An entry with the defaults.
+    pub fn new(url: Url, secret: &str) -> Self {
+        Self {
+            url,
+            secret: Some(SecretString::from(secret)),
+            secret_file: None,
+            secret_env: None,
+            events: None,
+            timeout: Self::default_timeout(),
+            retry_for: Self::default_retry_for(),
+            backoff: Self::default_backoff(),
+            max_backoff: Self::default_max_backoff(),
+        }
+    }
+}
+
+/// A webhook endpoint with its secret read and checked.
+#[derive(Clone)]
+pub struct Webhook {
+    /// Where to POST.
+    pub url: Url,
+    /// The HMAC key (the secret's base64 part, decoded).
+    pub key: secrecy::SecretSlice<u8>,
+    /// The types sent; `None`: all.
+    pub types: Option<Vec<String>>,
+    /// Answer timeout.
+    pub timeout: Duration,
+    /// Retry window.
+    pub retry_for: Duration,
+    /// First backoff.
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url.as_str())
+            .field("types", &self.types)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prefix of a Standard Webhooks secret.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
+/// Longest webhook URL (it keys the deliveries).
+const WEBHOOK_URL_MAX: usize = 512;
+
+fn resolve_webhook(hook: &WebhookConfig) -> Result<Webhook, String> {
+    if !matches!(hook.url.scheme(), "http" | "https") {
+        return Err(format!("url must be http(s) (got {})", hook.url.scheme()));
+    }
+    if hook.url.as_str().len() > WEBHOOK_URL_MAX {
+        return Err(format!("url must be at most {WEBHOOK_URL_MAX} characters"));
+    }
+    let owner = format!("webhook {}", hook.url);
+    let secret = resolve_secret(
+        &owner,
+        hook.secret.as_ref(),
+        hook.secret_file.as_deref(),
+        hook.secret_env.as_deref(),
+    )?;
+    let key = secret
+        .strip_prefix(WEBHOOK_SECRET_PREFIX)
+        .and_then(|b64| BASE64.decode(b64).ok())
+        .filter(|key| key.len() >= 16)
+        .ok_or_else(|| {
+            "the secret must be whsec_ followed by base64 of at least 16 bytes (use `wxauth \
+             gen-webhook-secret`)"
+                .to_owned()
+        })?;
+    if let Some(types) = &hook.events {
+        if types.is_empty() {
+            return Err("events is empty: leave it out to send every type".to_owned());
+        }
+        if let Some(unknown) = types.iter().find(|t| !crate::events::is_type(t)) {
+            return Err(format!(
+                "events: {unknown:?} is not an event type (known: {})",
+                crate::events::TYPES.join(", ")
+            ));
+        }
+    }
+    if hook.timeout.is_zero() {
+        return Err("timeout must be more than 0s".to_owned());
+    }
+    if hook.backoff.is_zero() || hook.max_backoff < hook.backoff {
+        return Err("backoff must be more than 0s and at most max_backoff".to_owned());
+    }
+    Ok(Webhook {
+        url: hook.url.clone(),
+        key: key.into(),
+        types: hook.events.clone(),
+        timeout: hook.timeout,
+        retry_for: hook.retry_for,
+        backoff: hook.backoff,
+        max_backoff: hook.max_backoff,
+    })
 }
 
 /// `[storage]`
@@ -396,6 +568,11 @@ pub struct SecurityConfig {
     pub data_key: Option<SecretString>,
     /// A file holding the data key instead.
     pub data_key_file: Option<PathBuf>,
+    /// Data keys used before the current one: they still open what they sealed (nothing new is
+    /// sealed with them) until `wxauth rotate-data-key` has sealed it again.
+    pub previous_data_keys: Vec<SecretString>,
+    /// Files holding previous data keys instead.
+    pub previous_data_key_files: Vec<PathBuf>,
     /// Oldest open data accepted (by its watermark); "0s" turns the check off.
     #[serde(with = "duration")]
     pub watermark_max_age: Duration,
@@ -406,6 +583,8 @@ impl Default for SecurityConfig {
         Self {
             data_key: None,
             data_key_file: None,
+            previous_data_keys: Vec::new(),
+            previous_data_key_files: Vec::new(),
             watermark_max_age: Duration::from_secs(600),
         }
     }
@@ -516,6 +695,8 @@ pub struct Resolved {
     pub services: Vec<(String, SecretString)>,
     /// The operators, with the hashes of their keys.
     pub admins: Vec<(String, [u8; 32])>,
+    /// The webhook endpoints, with their keys.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Config {
@@ -545,6 +726,31 @@ impl Config {
             config.tokens.access_ttl = TokensConfig::default_access_ttl(config.tokens.format);
         }
         Ok(config)
+    }
+
+    /// The `[[webhooks]]` entries with their secrets read and checked.
+    pub fn resolve_webhooks(&self) -> Result<Vec<Webhook>, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut webhooks: Vec<Webhook> = Vec::with_capacity(self.webhooks.len());
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            match resolve_webhook(hook) {
+                Ok(hook) => {
+                    if webhooks.iter().any(|known| known.url == hook.url) {
+                        problems.push(format!("webhooks[{i}]: the url is listed twice"));
+                    }
+                    webhooks.push(hook);
+                }
+                Err(problem) => problems.push(format!("webhooks[{i}]: {problem}")),
+            }
+        }
+        if self.events.retention.is_zero() {
+            problems.push("events.retention must be more than 0s".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(webhooks)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Reads the secrets and checks everything the types cannot, reporting every problem.
@@ -616,6 +822,10 @@ impl Config {
                 Err(problem) => problems.push(format!("admins[{i}]: {problem}")),
             }
         }
+        let webhooks = self.resolve_webhooks().unwrap_or_else(|more| {
+            problems.extend(more);
+            Vec::new()
+        });
 
         let data_key = match resolve_data_key(&self.security) {
             Ok(key) => Some(key),
@@ -707,6 +917,7 @@ impl Config {
                 trusted_proxies,
                 services,
                 admins,
+                webhooks,
             }),
             _ => Err(problems),
         }
@@ -821,13 +1032,32 @@ fn resolve_data_key(security: &SecurityConfig) -> Result<DataKey, String> {
             );
         }
     };
+    let current = decode_data_key(&encoded, "the data key")?;
+    let mut previous = Vec::new();
+    for (i, key) in security.previous_data_keys.iter().enumerate() {
+        let what = format!("security.previous_data_keys[{i}]");
+        previous.push(decode_data_key(key.expose_secret().trim(), &what)?);
+    }
+    for path in &security.previous_data_key_files {
+        let encoded = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read security.previous_data_key_files entry {}: {e}",
+                path.display()
+            )
+        })?;
+        let what = format!("the previous data key in {}", path.display());
+        previous.push(decode_data_key(encoded.trim(), &what)?);
+    }
+    Ok(DataKey::with_previous(current, &previous))
+}
+
+fn decode_data_key(encoded: &str, what: &str) -> Result<[u8; 32], String> {
     let bytes = BASE64
         .decode(encoded.as_bytes())
-        .map_err(|_| "the data key is not valid base64 (use `wxauth gen-key`)".to_owned())?;
-    let bytes: [u8; 32] = bytes
+        .map_err(|_| format!("{what} is not valid base64 (use `wxauth gen-key`)"))?;
+    bytes
         .try_into()
-        .map_err(|_| "the data key must be 32 bytes of base64 (use `wxauth gen-key`)".to_owned())?;
-    Ok(DataKey::new(bytes))
+        .map_err(|_| format!("{what} must be 32 bytes of base64 (use `wxauth gen-key`)"))
 }
 
 fn extract(figment: &Figment) -> Result<Config, String> {

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimConfig};
 
-use crate::config::{AppConfig, Config, DatabaseUrl};
+use crate::config::{AppConfig, Config, DatabaseUrl, WebhookConfig};
 use crate::startup::Application;
 use crate::telemetry;
 
@@ -23,11 +23,12 @@ const DEMO_DATA_KEY: &str = "ZGVtby1vbmx5LWRhdGEta2V5LW5vdC1mb3ItcHJvZCE=";
 /// The last line of the walkthrough (tests read up to it).
 pub const WALKTHROUGH_END: &str = "# End of walkthrough. Press Ctrl-C to stop the demo.";
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C; events go to `webhook` (URL and secret) when given.
 pub async fn run(
     listen: SocketAddr,
     database: String,
     sim_listen: SocketAddr,
+    webhook: Option<(url::Url, String)>,
 ) -> anyhow::Result<()> {
     let mut config = Config::default();
     telemetry::init(&config.log);
@@ -54,8 +55,14 @@ pub async fn run(
         secret_file: None,
         secret_env: None,
     }];
+    if let Some((url, secret)) = &webhook {
+        config.webhooks = vec![WebhookConfig::new(url.clone(), secret)];
+    }
     let app = Application::build(config).await?;
     let api = format!("http://{}", app.local_addr());
+    if let Some((url, _)) = &webhook {
+        println!("Events (docs/events.md) go to the webhook {url}, signed with its secret.\n");
+    }
     println!("{}", walkthrough(&api, &sim.base_url(), &database));
     let result = app.run_until_stopped().await;
     sim.shutdown().await;

@@ -9,6 +9,7 @@
 //!   [`service`] function and serializing; [`extract`]: JSON and bearer extractors;
 //!   [`error`]: the one API error type and its JSON shape.
 //! - [`service`]: what the service does (login, sessions, people), without HTTP.
+//! - [`events`]: what happened, for the team's backends (webhooks, the feed).
 //! - [`model`]: persons, profiles, phones, identities, as the stores give them.
 //! - [`store`]: users and sessions behind narrow traits, one implementation per backend.
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod import;
 pub mod jwt;

@@ -62,6 +62,21 @@ pub struct Phone {
     pub number: String,
 }
 
+/// `13800000000` → `138****0000`; shorter numbers keep less.
+pub fn mask_phone(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let n = chars.len();
+    let (head, tail) = match n {
+        0..=2 => (0, 0),
+        3..=6 => (1, 1),
+        _ => (3, 4),
+    };
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(&"*".repeat(n - head - tail));
+    out.extend(&chars[n - tail..]);
+    out
+}
+
 /// A person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -38,6 +38,7 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ServerConfig, TokenFormat, TokensConfig};
 use crate::error::ApiError;
+use crate::events::delivery::Workers;
 use crate::jwt::{JwtSettings, KeyRing};
 use crate::state::{AppState, Inner, Lifetimes, Media};
 use crate::store;
@@ -56,6 +57,7 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     limits: Limits,
+    webhooks: Vec<crate::config::Webhook>,
 }
 
 impl Application {
@@ -85,6 +87,7 @@ impl Application {
         }
         ensure_media_dir(&config.storage.media_dir)?;
         let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
+        stores.sql.set_endpoints(endpoints(&resolved.webhooks));
         let wechat_config = ClientConfig {
             api_base: config.wechat.api_base.clone(),
             timeout: config.wechat.timeout,
@@ -159,6 +162,8 @@ impl Application {
             wechat_timeout: config.wechat.timeout,
             client_ip: crate::client_ip::ClientIp::new(resolved.trusted_proxies),
             keys,
+            feed_wait_cap: feed_wait_cap(&config.server),
+            events_retention: config.events.retention,
             token_format: config.tokens.format,
             services: crate::service::clients::ServiceClients::new(&resolved.services),
             admins: crate::service::admins::AdminKeys::new(resolved.admins),
@@ -174,6 +179,7 @@ impl Application {
             addr,
             state,
             limits: Limits::new(&config.server),
+            webhooks: resolved.webhooks,
         })
     }
 
@@ -205,11 +211,47 @@ impl Application {
     ) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
         let reload_keys = tokio::spawn(self.state.keys.clone().reload_loop());
+        let deliveries = Workers::start(self.state.stores.sql.clone(), &self.webhooks)
+            .map_err(std::io::Error::other)?;
         let app = api::router(self.state, self.limits.request_timeout);
         serve(self.listener, app, self.limits, shutdown).await;
         purge.abort();
         reload_keys.abort();
+        // Attempts in flight end within their timeout; what is left is given back.
+        let grace = self
+            .webhooks
+            .iter()
+            .map(|hook| hook.timeout)
+            .max()
+            .unwrap_or_default()
+            .min(self.limits.shutdown_grace);
+        deliveries.shutdown(grace).await;
         Ok(())
+    }
+}
+
+/// The webhook endpoints as the outbox keys their deliveries.
+pub fn endpoints(webhooks: &[crate::config::Webhook]) -> Vec<store::sql::events::Endpoint> {
+    webhooks
+        .iter()
+        .map(|hook| store::sql::events::Endpoint {
+            url: hook.url.to_string(),
+            types: hook.types.clone(),
+        })
+        .collect()
+}
+
+/// A feed call answers a second before `server.request_timeout` would cut it off.
+fn feed_wait_cap(server: &ServerConfig) -> Duration {
+    let cap = api::events::MAX_WAIT;
+    if server.request_timeout.is_zero() {
+        cap
+    } else {
+        cap.min(
+            server
+                .request_timeout
+                .saturating_sub(Duration::from_secs(1)),
+        )
     }
 }
 
@@ -665,6 +707,13 @@ pub async fn purge(state: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(rows = n, "purged audit-log entries past their retention"),
         Err(err) => tracing::warn!(error = %err, "could not purge the audit log"),
+    }
+    let retention = i64::try_from(state.events_retention.as_millis()).unwrap_or(i64::MAX);
+    let before = store::sql::events::wall_ms().saturating_sub(retention);
+    match state.stores.sql.purge_events(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(events = n, "purged events past events.retention"),
+        Err(err) => tracing::warn!(error = %err, "could not purge old events"),
     }
 }
 

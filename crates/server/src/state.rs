@@ -50,6 +50,10 @@ pub struct Inner {
     pub audit_retention: i64,
     /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
     pub keys: crate::jwt::KeyRing,
+    /// The longest a feed call waits for events (below `server.request_timeout`).
+    pub feed_wait_cap: Duration,
+    /// How long events are kept once delivered.
+    pub events_retention: Duration,
 }
 
 /// Where uploads go and how they are reached.

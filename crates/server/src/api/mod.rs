@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod events;
 pub mod health;
 pub mod me;
 pub mod services;
@@ -52,6 +53,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>) -> Router {
         .merge(wellknown::router())
         .merge(services::router())
         .merge(admin::router())
+        .merge(events::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Token responses must not be cached (RFC 6749 §5.1); nor must profiles and phone

@@ -148,7 +148,7 @@ async fn read_introspect_request(request: Request) -> Result<IntrospectRequest, 
 }
 
 /// Checks `Authorization: Basic name:secret` against `[[services]]`.
-fn authenticate_service(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authenticate_service(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -343,17 +343,7 @@ impl AuditView {
 
 /// `13800000000` → `138****0000`; shorter numbers keep less.
 pub fn mask(number: &str) -> String {
-    let chars: Vec<char> = number.chars().collect();
-    let n = chars.len();
-    let (head, tail) = match n {
-        0..=2 => (0, 0),
-        3..=6 => (1, 1),
-        _ => (3, 4),
-    };
-    let mut out: String = chars[..head].iter().collect();
-    out.push_str(&"*".repeat(n - head - tail));
-    out.extend(&chars[n - tail..]);
-    out
+    crate::model::mask_phone(number)
 }
 
 #[cfg(test)]

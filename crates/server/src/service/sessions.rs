@@ -194,9 +194,9 @@ struct KeptPair {
     refresh_expires_at: i64,
 }
 
-/// What the sealed successor of the refresh token `hash` is bound to.
-fn successor_context(hash: &TokenHash) -> String {
-    format!("refresh-successor:{}", hash.to_hex())
+/// What the sealed successor of the refresh token with hash `hash` (hex) is bound to.
+pub(crate) fn successor_context(hash: &str) -> String {
+    format!("refresh-successor:{hash}")
 }
 
 fn keep_pair(state: &AppState, hash: &TokenHash, pair: &TokenPair, now: i64) -> Option<Successor> {
@@ -211,7 +211,9 @@ fn keep_pair(state: &AppState, hash: &TokenHash, pair: &TokenPair, now: i64) -> 
     };
     let json = serde_json::to_vec(&kept).ok()?;
     Some(Successor {
-        sealed: state.data_key.seal_bytes(&json, &successor_context(hash)),
+        sealed: state
+            .data_key
+            .seal_bytes(&json, &successor_context(&hash.to_hex())),
         expires_at: now + state.lifetimes.refresh_grace,
     })
 }
@@ -226,7 +228,7 @@ fn replayed_pair(
 ) -> Option<TokenPair> {
     let json = state
         .data_key
-        .open_bytes(sealed, &successor_context(hash))
+        .open_bytes(sealed, &successor_context(&hash.to_hex()))
         .ok()?;
     let kept: KeptPair = serde_json::from_slice(&json).ok()?;
     let end = |at: i64| (at.min(session.expires_at) - now).max(0);

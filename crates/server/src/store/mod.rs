@@ -11,6 +11,7 @@ pub mod check;
 pub mod memory_codes;
 pub mod migrate;
 pub mod redis;
+pub mod reseal;
 pub mod signing_keys;
 pub mod sql;
 pub mod wechat_tokens;
@@ -359,9 +360,11 @@ pub async fn connect(
     let sql = Arc::new(sql::SqlStore::connect(database).await?);
     let redis = match sessions.store {
         SessionStoreKind::Sql => None,
-        SessionStoreKind::Redis => {
-            Some(Arc::new(redis::RedisSessionStore::connect(sessions).await?))
-        }
+        SessionStoreKind::Redis => Some(Arc::new(
+            redis::RedisSessionStore::connect(sessions)
+                .await?
+                .with_events(sql.clone()),
+        )),
     };
     let (session_store, codes, wechat_tokens): (
         Arc<dyn SessionStore>,

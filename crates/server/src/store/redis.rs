@@ -24,6 +24,7 @@
 //! silently turn reuse detection off, an evicted identity index would hide sessions from
 //! "revoke all".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -32,6 +33,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use wxauth_wechat::{AppId, OpenId};
 
+use super::sql::SqlStore;
 use super::{
     AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionRecord, SessionStore,
     StoreError, Successor, TokenEntry,
@@ -65,8 +67,8 @@ return {t[1], t[3], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9]}
 /// KEYS[1] = refresh token key, KEYS[2] = its successor key; ARGV = session key prefix, token
 /// key prefix, now, new access hash, its exp, new refresh hash, its exp, the sealed successor
 /// ('' for none), until when it is kept.
-/// Returns {status}, {'rotated', sid, the nine session fields} or {'replayed', sid, the
-/// sealed successor, the nine session fields}.
+/// Returns {status}, {'reused', sid, app_id, openid}, {'rotated', sid, the nine session
+/// fields} or {'replayed', sid, the sealed successor, the nine session fields}.
 const ROTATE: &str = r"
 local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp', 'used', 'a')
 if not t[1] or t[2] ~= 'r' then return {'unknown'} end
@@ -86,7 +88,8 @@ if t[4] ~= '0' then
     return {'replayed', t[1], g, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
   end
   redis.call('HSET', skey, 'revoked_at', ARGV[3], 'revoke_reason', 'refresh_token_reused')
-  return {'reused', t[1]}
+  local id = redis.call('HMGET', skey, 'app_id', 'openid')
+  return {'reused', t[1], id[1], id[2]}
 end
 local sexp = tonumber(s[1])
 if tonumber(t[3]) <= now or sexp <= now then return {'expired'} end
@@ -128,30 +131,31 @@ return 1
 ";
 
 /// KEYS[1] = session key; ARGV = now, reason. Revokes a live session (once: the first
-/// revocation's time and reason stay).
+/// revocation's time and reason stay). Returns {} or, when this call revoked it, {app_id,
+/// openid}.
 const REVOKE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1]) == 0 then return {} end
 redis.call('HSET', KEYS[1], 'revoke_reason', ARGV[2])
-return 1
+return redis.call('HMGET', KEYS[1], 'app_id', 'openid')
 ";
 
 /// KEYS[1] = identity set; ARGV = session key prefix, now, reason. Revokes every live session
-/// of the identity; returns how many.
+/// of the identity; returns their ids.
 const REVOKE_IDENTITY: &str = r"
-local n = 0
+local revoked = {}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local skey = ARGV[1] .. sid
   if redis.call('EXISTS', skey) == 1 then
     if redis.call('HSETNX', skey, 'revoked_at', ARGV[2]) == 1 then
       redis.call('HSET', skey, 'revoke_reason', ARGV[3])
-      n = n + 1
+      revoked[#revoked + 1] = sid
     end
   else
     redis.call('SREM', KEYS[1], sid)
   end
 end
-return n
+return revoked
 ";
 
 /// KEYS[1] = identity set; ARGV[1] = session key prefix. Deletes every session of the
@@ -295,6 +299,8 @@ pub fn judge_eviction(
 #[derive(Clone)]
 pub struct RedisSessionStore {
     conn: TimedConnection,
+    /// Where `session.revoked` is written after a revocation here (the SQL outbox).
+    events: Option<Arc<SqlStore>>,
     prefix: String,
     authenticate: Script,
     rotate: Script,
@@ -354,12 +360,33 @@ impl RedisSessionStore {
     pub fn with_connection(conn: TimedConnection, prefix: String) -> Self {
         Self {
             conn,
+            events: None,
             prefix,
             authenticate: Script::new(AUTHENTICATE),
             rotate: Script::new(ROTATE),
             set_if_exists: Script::new(SET_IF_EXISTS),
             revoke: Script::new(REVOKE),
             revoke_identity: Script::new(REVOKE_IDENTITY),
+        }
+    }
+
+    /// Writes `session.revoked` to this SQL store's outbox after each revocation.
+    pub fn with_events(mut self, sql: Arc<SqlStore>) -> Self {
+        self.events = Some(sql);
+        self
+    }
+
+    /// Writes `session.revoked` for sessions just revoked here: after the Redis change, so
+    /// at least once (a crash in between loses the event, never the revocation).
+    async fn revoked(
+        &self,
+        revoked: Vec<(String, String, String)>,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match &self.events {
+            Some(sql) => sql.emit_sessions_revoked(revoked, reason, now).await,
+            None => Ok(()),
         }
     }
 
@@ -608,6 +635,10 @@ impl SessionStore for RedisSessionStore {
             }
             Some("reused") => {
                 let sid = reply.get(1).and_then(Option::as_deref).unwrap_or_default();
+                if let [_, Some(sid), Some(app_id), Some(openid)] = reply.as_slice() {
+                    let revoked = vec![(sid.clone(), app_id.clone(), openid.clone())];
+                    self.revoked(revoked, "refresh_token_reused", now).await?;
+                }
                 Ok(RefreshOutcome::Reused(sid.to_owned()))
             }
             Some("revoked") => Ok(RefreshOutcome::Revoked),
@@ -618,7 +649,7 @@ impl SessionStore for RedisSessionStore {
 
     async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self
+        let reply: Vec<Option<String>> = self
             .revoke
             .key(self.session_key(session_id))
             .arg(now)
@@ -626,6 +657,10 @@ impl SessionStore for RedisSessionStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
+        if let [Some(app_id), Some(openid)] = reply.as_slice() {
+            let revoked = vec![(session_id.to_owned(), app_id.clone(), openid.clone())];
+            self.revoked(revoked, reason, now).await?;
+        }
         Ok(())
     }
 
@@ -637,7 +672,7 @@ impl SessionStore for RedisSessionStore {
         now: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let n: i64 = self
+        let sids: Vec<String> = self
             .revoke_identity
             .key(self.identity_key(app_id, openid))
             .arg(format!("{}s:", self.prefix))
@@ -646,7 +681,13 @@ impl SessionStore for RedisSessionStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let n = sids.len() as u64;
+        let revoked = sids
+            .into_iter()
+            .map(|sid| (sid, app_id.to_string(), openid.to_string()))
+            .collect();
+        self.revoked(revoked, reason, now).await?;
+        Ok(n)
     }
 
     async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {

@@ -3,8 +3,10 @@
 
 use sqlx::Row as _;
 
+use super::events;
 use super::users::user_from_row;
 use super::{SqlStore, store_error};
+use crate::events::{Envelope, Event};
 use crate::model::{AuditEntry, Identity, MergeRecord, User, UserId};
 use crate::store::StoreError;
 
@@ -130,7 +132,8 @@ impl SqlStore {
     }
 
     /// Erases a person in one transaction: its sessions and their tokens, its identities, the
-    /// records of the persons merged into it, the person itself, and writes `audit` beside.
+    /// records of the persons merged into it, the person itself, what its earlier events
+    /// told about it; and writes `person.deleted` and `audit` beside.
     /// `None` when there is no such person. Detached, so a dropped request cannot leave it
     /// half-done, and it moves the auth cache on: the person's tokens stop at once.
     pub async fn erase_person(
@@ -211,11 +214,60 @@ impl SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
+        // The person's earlier events (and those of the persons merged into it) name its
+        // openids, unionid and masked phone: they keep their ids, types, times and order, so
+        // feeds and deliveries go on, but carry the person's id alone from now on.
+        let mut people = vec![id.clone()];
+        people.extend(merges.iter().map(|m| m.merged_id.clone()));
+        for person in &people {
+            self.scrub_events(&mut tx, person)
+                .await
+                .map_err(store_error)?;
+        }
+        let through: Vec<_> = identities.iter().map(|i| (&i.app_id, &i.openid)).collect();
+        let deleted = Event::person_deleted(id, &through, audit.occurred_at);
+        events::insert(self, &mut tx, &deleted)
+            .await
+            .map_err(store_error)?;
         self.insert_audit(&mut tx, audit)
             .await
             .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
+        self.events_written();
         Ok(Some(Erased { user, identities }))
+    }
+
+    /// Rewrites the stored events of a person to carry its id alone (`"erased": true`).
+    async fn scrub_events(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        person: &UserId,
+    ) -> Result<(), sqlx::Error> {
+        const EVENTS: &str = "SELECT id, type, occurred_at FROM events WHERE user_id = ?";
+        const SCRUB: &str = "UPDATE events SET payload = ? WHERE id = ?";
+        let rows = sqlx::query(self.q(EVENTS))
+            .bind(person.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in rows {
+            let event_id: String = row.try_get("id")?;
+            let kind: String = row.try_get("type")?;
+            let occurred_at: i64 = row.try_get("occurred_at")?;
+            let data = serde_json::json!({ "user_id": person.as_str(), "erased": true });
+            let envelope = Envelope {
+                id: &event_id,
+                kind: &kind,
+                occurred_at: crate::clock::rfc3339(occurred_at),
+                data: &data,
+            };
+            let payload = serde_json::to_string(&envelope).unwrap_or_default();
+            sqlx::query(self.q(SCRUB))
+                .bind(payload)
+                .bind(event_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`users`]: persons and identities ([`UserStore`](super::UserStore));
 //! - [`sessions`]: sessions and their tokens ([`SessionStore`](super::SessionStore));
 //! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache));
+//! - [`events`]: the event outbox, webhook deliveries and the feed;
 //! - [`admin`]: finding persons and erasing one; [`audit`]: the audit log.
 //!
 //! Queries are written once, next to the method that runs them, with `?` placeholders; for
@@ -23,6 +24,7 @@ mod admin;
 mod audit;
 mod auth_cache;
 mod codes;
+pub mod events;
 mod sessions;
 mod users;
 
@@ -99,6 +101,8 @@ pub struct SqlStore {
     dialect: Dialect,
     /// On SQLite (one process owns the file): live tokens' sessions and persons.
     auth_cache: Option<Arc<AuthCache>>,
+    /// The webhook endpoints new events are queued for, and who waits for new events.
+    outbox: Arc<events::Outbox>,
 }
 
 impl SqlStore {
@@ -153,6 +157,7 @@ impl SqlStore {
             writer,
             dialect,
             auth_cache,
+            outbox: Arc::default(),
         })
     }
 

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 use wxauth_wechat::{AppId, OpenId};
 
+use super::events::session_revoked;
 use super::users::{UserNames, joined_user_columns, user_from_named};
 use super::{SqlStore, corrupt, store_error};
 use crate::model::User;
@@ -21,6 +22,9 @@ macro_rules! session_columns {
          s.revoked_at, s.user_agent, s.ip"
     };
 }
+
+/// Why a session whose used refresh token came back was revoked.
+const REUSED: &str = "refresh_token_reused";
 
 /// Revokes one session (and so all its tokens).
 const REVOKE: &str =
@@ -229,14 +233,29 @@ impl SqlStore {
                 return Ok(RefreshOutcome::Replayed { session, successor });
             }
             // Reuse: someone holds a copy of an old refresh token. End the session.
-            sqlx::query(self.q(REVOKE))
+            let revoked = sqlx::query(self.q(REVOKE))
                 .bind(now)
-                .bind("refresh_token_reused")
+                .bind(REUSED)
                 .bind(&session.id)
                 .execute(&mut *tx)
                 .await
+                .map_err(store_error)?
+                .rows_affected();
+            if revoked == 1 {
+                session_revoked(
+                    self,
+                    &mut tx,
+                    &session.id,
+                    session.app_id.as_str(),
+                    session.openid.as_str(),
+                    REUSED,
+                    now,
+                )
+                .await
                 .map_err(store_error)?;
+            }
             tx.commit().await.map_err(store_error)?;
+            self.events_written();
             return Ok(RefreshOutcome::Reused(session.id));
         }
         if session.expires_at <= now {
@@ -283,6 +302,81 @@ impl SqlStore {
             last_seen_at: now,
             ..session
         }))
+    }
+
+    /// Revokes one live session and writes its `session.revoked`, in one transaction.
+    async fn run_revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        const IDENTITY: &str = "SELECT app_id, openid FROM sessions WHERE id = ?";
+        let mut tx = self.begin().await?;
+        let revoked = sqlx::query(self.q(REVOKE))
+            .bind(now)
+            .bind(reason)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if revoked == 1 {
+            let row = sqlx::query(self.q(IDENTITY))
+                .bind(session_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let app_id: String = row.try_get(0).map_err(store_error)?;
+            let openid: String = row.try_get(1).map_err(store_error)?;
+            session_revoked(self, &mut tx, session_id, &app_id, &openid, reason, now)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        if revoked == 1 {
+            self.events_written();
+        }
+        Ok(())
+    }
+
+    /// Revokes the live sessions of an identity, each with its `session.revoked`, in one
+    /// transaction.
+    async fn run_revoke_identity(
+        &self,
+        app_id: &str,
+        openid: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        const LIVE: &str = "SELECT id FROM sessions WHERE app_id = ? AND openid = ? \
+                            AND revoked_at IS NULL AND expires_at > ? FOR UPDATE";
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(self.q(LIVE))
+            .bind(app_id)
+            .bind(openid)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let mut revoked = 0;
+        for row in rows {
+            let id: String = row.try_get(0).map_err(store_error)?;
+            let n = sqlx::query(self.q(REVOKE))
+                .bind(now)
+                .bind(reason)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            if n == 1 {
+                session_revoked(self, &mut tx, &id, app_id, openid, reason, now)
+                    .await
+                    .map_err(store_error)?;
+                revoked += 1;
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        if revoked > 0 {
+            self.events_written();
+        }
+        Ok(revoked)
     }
 
     async fn run_purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
@@ -431,11 +525,11 @@ impl SessionStore for SqlStore {
 
     async fn revoke(&self, session_id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         let (session_id, reason) = (session_id.to_owned(), reason.to_owned());
-        self.write_one(REVOKE, move |q| {
-            q.bind(now).bind(reason.clone()).bind(session_id.clone())
+        self.detached(move |store| {
+            let (session_id, reason) = (session_id.clone(), reason.clone());
+            async move { store.run_revoke(&session_id, &reason, now).await }
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn revoke_identity(
@@ -445,16 +539,15 @@ impl SessionStore for SqlStore {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        const SQL: &str = "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE app_id = ? \
-                           AND openid = ? AND revoked_at IS NULL AND expires_at > ?";
         let (app_id, openid) = (app_id.to_string(), openid.to_string());
         let reason = reason.to_owned();
-        self.write_one(SQL, move |q| {
-            q.bind(now)
-                .bind(reason.clone())
-                .bind(app_id.clone())
-                .bind(openid.clone())
-                .bind(now)
+        self.detached(move |store| {
+            let (app_id, openid, reason) = (app_id.clone(), openid.clone(), reason.clone());
+            async move {
+                store
+                    .run_revoke_identity(&app_id, &openid, &reason, now)
+                    .await
+            }
         })
         .await
     }

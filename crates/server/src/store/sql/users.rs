@@ -7,8 +7,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 use wxauth_wechat::{AppId, OpenId, UnionId};
 
+use super::events::insert as emit;
 use super::{SqlStore, abandon, corrupt, store_error};
-use crate::model::{Identity, MergeRule, Phone, Profile, ProfileUpdate, User, UserId};
+use crate::events::{Event, Through};
+use crate::model::{Identity, MergeRule, Phone, Profile, ProfileUpdate, User, UserId, mask_phone};
 use crate::service::audit;
 use crate::store::{LoginOutcome, StoreError, UserStore};
 
@@ -149,7 +151,28 @@ impl SqlStore {
             abandon(tx, err).await?;
             return Ok(None);
         }
+        // The events are part of the change: a login that loses a race rolls them back too,
+        // so a person is announced once, by the login that made it.
+        let through = Through { app_id, openid };
+        let mut events = Vec::with_capacity(2);
+        if is_new_user {
+            events.push(Event::person_created(&person, through, unionid, now));
+        }
+        events.push(Event::identity_created(
+            &person,
+            through,
+            unionid,
+            is_new_user,
+            now,
+        ));
+        for event in &events {
+            if let Err(err) = emit(self, &mut tx, event).await {
+                abandon(tx, err).await?;
+                return Ok(None);
+            }
+        }
         tx.commit().await.map_err(store_error)?;
+        self.events_written();
         let user = self
             .fetch_user_by_identity(app_id, openid)
             .await?
@@ -177,6 +200,7 @@ impl SqlStore {
             match self.link_in(&mut tx, user_id, unionid, now, merge).await {
                 Ok(()) => {
                     tx.commit().await.map_err(store_error)?;
+                    self.events_written();
                     return Ok(());
                 }
                 Err(err) => abandon(tx, err).await?,
@@ -309,6 +333,12 @@ impl SqlStore {
             .bind(survivor.id.as_str())
             .execute(&mut **tx)
             .await?;
+        emit(
+            self,
+            tx,
+            &Event::person_merged(&survivor.id, merged, unionid, now),
+        )
+        .await?;
         Ok(())
     }
 
@@ -321,6 +351,12 @@ impl SqlStore {
         now: i64,
         merge: MergeRule,
     ) -> Result<Option<User>, StoreError> {
+        const CURRENT: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.app_id = ? AND i.openid = ? FOR UPDATE"
+        );
         const UPDATE: &str = "UPDATE users SET nickname = COALESCE(?, nickname), \
              avatar_url = COALESCE(?, avatar_url), gender = COALESCE(?, gender), \
              city = COALESCE(?, city), province = COALESCE(?, province), \
@@ -328,7 +364,20 @@ impl SqlStore {
              phone_country_code = COALESCE(?, phone_country_code), \
              phone_number = COALESCE(?, phone_number), extra = COALESCE(?, extra), \
              updated_at = ? WHERE id = ?";
-        let Some(user) = self.fetch_user_by_identity(app_id, openid).await? else {
+        let mut tx = self.begin().await?;
+        let current = sqlx::query(self.q(CURRENT))
+            .bind(app_id.as_str())
+            .bind(openid.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let Some(user) = current
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+            .map_err(store_error)?
+        else {
+            tx.rollback().await.map_err(store_error)?;
             return Ok(None);
         };
         let phone = update.phone.as_ref();
@@ -345,14 +394,47 @@ impl SqlStore {
             .bind(update.extra.as_deref())
             .bind(now)
             .bind(user.id.as_str())
-            .execute(self.writer())
+            .execute(&mut *tx)
             .await
             .map_err(store_error)?;
+        let through = Through { app_id, openid };
+        let fields = changed_fields(&user, update);
+        if !fields.is_empty() {
+            let event = Event::profile_updated(&user.id, through, &fields, now);
+            emit(self, &mut tx, &event).await.map_err(store_error)?;
+        }
+        if let Some(phone) = phone.filter(|p| user.phone.as_ref() != Some(*p)) {
+            let event = Event::phone_bound(&user.id, through, &mask_phone(&phone.number), now);
+            emit(self, &mut tx, &event).await.map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        self.events_written();
         if let (Some(unionid), None) = (unionid, &user.unionid) {
             self.link_unionid(&user.id, unionid, now, merge).await?;
         }
         self.fetch_user_by_identity(app_id, openid).await
     }
+}
+
+/// The names of the profile fields an update changes (the phone has an event of its own).
+fn changed_fields(user: &User, update: &ProfileUpdate) -> Vec<&'static str> {
+    let p = &user.profile;
+    let differs = |new: &Option<String>, old: &Option<String>| {
+        new.as_ref().is_some_and(|new| old.as_ref() != Some(new))
+    };
+    [
+        ("nickname", differs(&update.nickname, &p.nickname)),
+        ("avatar_url", differs(&update.avatar_url, &p.avatar_url)),
+        ("gender", update.gender.is_some_and(|g| g != p.gender)),
+        ("city", differs(&update.city, &p.city)),
+        ("province", differs(&update.province, &p.province)),
+        ("country", differs(&update.country, &p.country)),
+        ("language", differs(&update.language, &p.language)),
+        ("extra", differs(&update.extra, &user.extra)),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 // Reads run in the caller's task; writes run detached (see [`SqlStore`]).
