@@ -57,6 +57,17 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on this address only (e.g. "127.0.0.1:9464"), not on the main
+    /// listener. Unset: `/metrics` is on the main listener.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[storage]`
@@ -269,6 +280,12 @@ pub struct WechatConfig {
     pub connect_timeout: Duration,
     /// How many times a "system busy" (-1) answer is retried.
     pub busy_retries: u32,
+    /// Most calls to WeChat in flight at once, over all apps; 0 turns the cap off.
+    pub max_concurrency: usize,
+    /// How long a call beyond `max_concurrency` waits for a free place before the request
+    /// is answered 503 `overloaded`.
+    #[serde(with = "duration")]
+    pub concurrency_wait: Duration,
 }
 
 impl Default for WechatConfig {
@@ -278,6 +295,8 @@ impl Default for WechatConfig {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             busy_retries: 2,
+            max_concurrency: 64,
+            concurrency_wait: Duration::from_secs(1),
         }
     }
 }

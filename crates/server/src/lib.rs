@@ -14,6 +14,7 @@
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
 //! - [`jwt`]: signed access tokens, the signing keys and the published key set.
 //! - [`client_ip`]: the client's address behind trusted proxies.
+//! - [`instruments`]: Prometheus metrics (`GET /metrics`).
 //! - [`import`]: `wxauth import django`, users of a Django backend brought over.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod import;
+pub mod instruments;
 pub mod jwt;
 pub mod model;
 pub mod seal;

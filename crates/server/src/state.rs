@@ -119,6 +119,7 @@ impl AppState {
         let id = session.id.clone();
         tokio::spawn(async move {
             if let Err(err) = sessions.touch(&id, now).await {
+                crate::instruments::store_error(&err);
                 tracing::debug!(error = %err, "could not record session use");
             }
         });

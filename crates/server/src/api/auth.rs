@@ -51,7 +51,19 @@ async fn login(
     meta: ClientMeta,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let done = login::login(&state, request.app_id.as_deref(), request.code, meta).await?;
+    let result = login::login(&state, request.app_id.as_deref(), request.code, meta).await;
+    let app_id = state
+        .app(request.app_id.as_deref())
+        .ok()
+        .map(|app| &app.app_id);
+    let outcome = match &result {
+        Ok(done) if done.is_new_user => "new_person",
+        Ok(done) if done.is_new_identity => "new_identity",
+        Ok(_) => "returning",
+        Err(err) => err.parts().1,
+    };
+    crate::instruments::login(app_id, outcome);
+    let done = result?;
     Ok(Json(LoginResponse {
         user: UserView::new(&done.user, &done.app_id, &done.openid),
         tokens: done.tokens,
