@@ -14,7 +14,7 @@
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
 //! - [`jwt`]: signed access tokens, the signing keys and the published key set.
 //! - [`client_ip`]: the client's address behind trusted proxies.
-//! - [`instruments`]: Prometheus metrics (`GET /metrics`).
+//! - [`instruments`]: Prometheus metrics (`GET /metrics`); [`limits`]: rate limits.
 //! - [`import`]: `wxauth import django`, users of a Django backend brought over.
 
 pub mod admin;
@@ -29,6 +29,7 @@ pub mod extract;
 pub mod import;
 pub mod instruments;
 pub mod jwt;
+pub mod limits;
 pub mod model;
 pub mod seal;
 pub mod service;

@@ -156,7 +156,9 @@ impl Application {
             clock.clone(),
         )
         .await?;
+        let limiter = crate::limits::Limiter::new(&config.limits, stores.redis.as_deref());
         let state = AppState::new(Inner {
+            limiter,
             apps,
             default_app,
             wechat,

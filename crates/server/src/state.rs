@@ -46,6 +46,8 @@ pub struct Inner {
     pub services: crate::service::clients::ServiceClients,
     /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
     pub keys: crate::jwt::KeyRing,
+    /// `[limits]`.
+    pub limiter: crate::limits::Limiter,
 }
 
 /// Where uploads go and how they are reached.

@@ -7,8 +7,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::views::UserView;
+use crate::config::LimitedAction;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::{ApiJson, Authenticated, ClientAddr};
 use crate::service::login::{self, ClientMeta};
 use crate::service::sessions::{self, TokenPair};
 use crate::state::AppState;
@@ -48,14 +49,20 @@ pub struct LoginResponse {
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     meta: ClientMeta,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let result = login::login(&state, request.app_id.as_deref(), request.code, meta).await;
     let app_id = state
         .app(request.app_id.as_deref())
         .ok()
         .map(|app| &app.app_id);
+    // Refused before anything costs a WeChat call or a write; an unknown app is refused by
+    // the login itself.
+    let result = match state.limiter.check(LimitedAction::Login, ip, app_id).await {
+        Ok(()) => login::login(&state, request.app_id.as_deref(), request.code, meta).await,
+        Err(refused) => Err(refused),
+    };
     let outcome = match &result {
         Ok(done) if done.is_new_user => "new_person",
         Ok(done) if done.is_new_identity => "new_identity",
@@ -81,9 +88,10 @@ pub struct RefreshRequest {
 
 async fn refresh(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    sessions::refresh(&state, &request.refresh_token)
+    sessions::refresh(&state, &request.refresh_token, ip)
         .await
         .map(Json)
 }
@@ -98,8 +106,13 @@ pub struct CheckResponse {
 
 async fn check(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<CheckResponse>, ApiError> {
+    state
+        .limiter
+        .check(LimitedAction::Check, ip, Some(&caller.principal.app_id))
+        .await?;
     let session_key_valid = sessions::check_session_key(&state, &caller).await?;
     Ok(Json(CheckResponse { session_key_valid }))
 }
