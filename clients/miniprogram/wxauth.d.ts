@@ -123,6 +123,45 @@ export interface PhoneNumberDetail {
   iv?: string;
 }
 
+/** A session, as the data export shows it. */
+export interface ExportedSession {
+  id: string;
+  app_id: string;
+  openid: string;
+  created_at: string;
+  last_seen_at: string;
+  expires_at: string;
+  active: boolean;
+  revoked: boolean;
+  revoked_at: string | null;
+  revoke_reason: string | null;
+  ip: string | null;
+  user_agent: string | null;
+}
+
+/** What `GET /v1/me/export` gives: everything stored about the user. */
+export interface DataExport {
+  /** The profile, phone unmasked. */
+  user: {
+    id: string;
+    unionid: string | null;
+    nickname: string | null;
+    avatar_url: string | null;
+    gender: number;
+    city: string | null;
+    province: string | null;
+    country: string | null;
+    language: string | null;
+    phone: { country_code: string; number: string } | null;
+    extra: Record<string, unknown> | null;
+    created_at: string;
+    updated_at: string;
+  };
+  identities: { app_id: string; openid: string; created_at: string }[];
+  sessions: ExportedSession[];
+  merges: { merged_id: string; survivor_id: string; unionid: string; merged_at: string }[];
+}
+
 /** What `wx.getUserInfo` / `wx.getUserProfile` give (or the getuserinfo button's `detail`). */
 export interface UserInfoResult {
   encryptedData: string;
@@ -178,8 +217,18 @@ export interface WxAuth {
    * server's session_key is stale) calls `wx.login` and sends the data again with the new code.
    */
   sendUserInfo(res: UserInfoResult | { detail: UserInfoResult }): Promise<User>;
-  /** `POST /v1/auth/logout` and forget the tokens (forgotten even if the server is unreachable). */
+  /**
+   * `POST /v1/auth/logout` with the refresh token (the session ends even after the access token
+   * expired) and forget the tokens (forgotten even if the server is unreachable).
+   */
   logout(): Promise<void>;
+  /**
+   * Deletes the account (注销, `POST /v1/me/delete`): the server erases the person, then the
+   * tokens are forgotten. A later login makes a new user.
+   */
+  deleteAccount(): Promise<void>;
+  /** Everything the server stores about the user (`GET /v1/me/export`). */
+  exportData(): Promise<DataExport>;
   /** Whether tokens are stored (the server may still refuse them). */
   isLoggedIn(): boolean;
 }

@@ -40,6 +40,8 @@ test('the module exports createAuth and the client has every documented method',
   const auth = wxauth.createAuth({ baseUrl: 'http://127.0.0.1:9', appId: 'wx1234567890abcdef', wx: storageOnlyWx() });
   assert.deepEqual(Object.keys(auth).sort(), [
     'bindPhone',
+    'deleteAccount',
+    'exportData',
     'isLoggedIn',
     'login',
     'logout',

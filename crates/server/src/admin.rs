@@ -2,7 +2,7 @@
 //! the same service function the API would.
 
 use crate::model::UserId;
-use crate::service::sessions;
+use crate::service::{audit, sessions};
 use crate::store::{StoreError, Stores};
 
 /// Revokes every live session of a person, in every mini program; returns how many.
@@ -12,5 +12,21 @@ pub async fn revoke_user_sessions(
     user_id: &str,
     now: i64,
 ) -> Result<Option<u64>, StoreError> {
-    sessions::revoke_user(stores, &UserId::new(user_id), "admin", now).await
+    let user_id = UserId::new(user_id);
+    let revoked = sessions::revoke_user(stores, &user_id, "admin", now).await?;
+    if let Some(revoked) = revoked {
+        let by = audit::Requester {
+            actor: audit::Actor::Cli,
+            ip: None,
+        };
+        let entry = audit::entry(
+            &by,
+            "user.revoke_sessions",
+            Some(audit::user_target(&user_id)),
+            Some(serde_json::json!({ "revoked": revoked })),
+            now,
+        );
+        audit::record(stores, &entry).await?;
+    }
+    Ok(revoked)
 }

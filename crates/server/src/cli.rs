@@ -1,5 +1,5 @@
 //! The command line: `wxauth demo | serve | migrate | check-config | sim | gen-key |
-//! gen-secret | revoke-sessions | keys | import django`.
+//! gen-secret | gen-admin-key | revoke-sessions | keys | import django`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::clock::{Clock as _, SystemClock, rfc3339};
 use crate::config::{Config, DatabaseConfig, DatabaseUrl, SessionStoreKind, duration, is_app_id};
 use crate::seal::DataKey;
+use crate::service::admins::NewAdminKey;
 use crate::startup::Application;
 use crate::store::check;
 use crate::store::signing_keys::{SigningKeyStore, StoredKey};
@@ -70,6 +71,13 @@ pub enum Command {
     /// Print a new random service secret (base64url of 32 bytes, no padding) for a
     /// [[services]] entry.
     GenSecret,
+    /// Print a new admin key (for the operator) and the [[admins]] entry with its hash (for
+    /// the configuration). The key itself is stored nowhere.
+    GenAdminKey {
+        /// The operator's name, as the audit log will record it.
+        #[arg(long, default_value = "admin", value_parser = admin_name)]
+        name: String,
+    },
     /// The JWT signing keys.
     Keys {
         /// What to do with them.
@@ -134,13 +142,17 @@ pub fn main() -> ExitCode {
         eprintln!("error: {refusal}");
         return ExitCode::from(2);
     }
-    match cli.command {
+    match &cli.command {
         Command::GenKey => {
             println!("{}", DataKey::generate_encoded());
             return ExitCode::SUCCESS;
         }
         Command::GenSecret => {
             println!("{}", generate_service_secret());
+            return ExitCode::SUCCESS;
+        }
+        Command::GenAdminKey { name } => {
+            print!("{}", admin_key_text(name, &NewAdminKey::generate()));
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -181,6 +193,7 @@ fn config_not_read(cli: &Cli) -> Option<String> {
         ),
         Command::GenKey => ("gen-key", "it only prints a new random key"),
         Command::GenSecret => ("gen-secret", "it only prints a new random service secret"),
+        Command::GenAdminKey { .. } => ("gen-admin-key", "it only prints a new admin key"),
         _ => return None,
     };
     Some(format!(
@@ -224,6 +237,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::GenKey => println!("{}", DataKey::generate_encoded()),
         Command::GenSecret => println!("{}", generate_service_secret()),
+        Command::GenAdminKey { name } => {
+            print!("{}", admin_key_text(&name, &NewAdminKey::generate()));
+        }
         Command::Keys { command } => {
             let config = load(cli.config)?;
             telemetry::init(&config.log);
@@ -312,6 +328,38 @@ async fn import_django(config: &Config, args: DjangoArgs) -> anyhow::Result<Exit
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// An operator's name fit to be written into the TOML entry as it is.
+fn admin_name(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(
+            "the name must be non-empty, without quotes, backslashes or control \
+                    characters"
+                .to_owned(),
+        );
+    }
+    Ok(name.to_owned())
+}
+
+/// What `wxauth gen-admin-key` prints: the key on a line of its own, then the entry to paste.
+fn admin_key_text(name: &str, new: &NewAdminKey) -> String {
+    format!(
+        "# The admin key, for the operator (send it as Authorization: Bearer <key>). Only its\n\
+         # hash is kept: it cannot be shown again.\n\
+         {key}\n\
+         # Add to the configuration:\n\
+         [[admins]]\n\
+         name = \"{name}\"\n\
+         key_hash = \"{hash}\"\n",
+        key = new.key,
+        hash = new.key_hash,
+    )
 }
 
 /// 32 random bytes, base64url without padding.
@@ -423,6 +471,20 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
             duration::format(tokens.refresh_ttl),
             duration::format(tokens.session_max_age)
         ),
+    ));
+
+    let admins: Vec<_> = config.admins.iter().map(|a| a.name.trim()).collect();
+    facts.push((
+        "admins",
+        if admins.is_empty() {
+            "none: the admin API refuses every request".to_owned()
+        } else {
+            admins.join(", ")
+        },
+    ));
+    facts.push((
+        "audit",
+        format!("entries kept {}", duration::format(config.audit.retention)),
     ));
 
     let valid = problems.is_empty();

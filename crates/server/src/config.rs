@@ -53,6 +53,10 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// The team's own services that may introspect tokens (HTTP Basic, `name:secret`).
     pub services: Vec<ServiceConfig>,
+    /// Operators allowed to call the admin API (`Authorization: Bearer <admin key>`).
+    pub admins: Vec<AdminConfig>,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Uploaded files.
     pub storage: StorageConfig,
     /// Logging.
@@ -530,6 +534,11 @@ pub struct TokensConfig {
     /// Longest a session lives however often it is refreshed (the absolute timeout).
     #[serde(with = "duration")]
     pub session_max_age: Duration,
+    /// How long after a refresh the refresh token just used still answers with the same new
+    /// pair (a double submit, a retry after a lost answer) instead of counting as reuse and
+    /// revoking the session. "0s" turns it off.
+    #[serde(with = "duration")]
+    pub refresh_grace: Duration,
     /// What access tokens are: "opaque" (random, looked up in the store) or "jwt" (signed,
     /// verifiable offline against `/.well-known/jwks.json`).
     pub format: TokenFormat,
@@ -557,6 +566,7 @@ impl Default for TokensConfig {
             access_ttl: Self::default_access_ttl(TokenFormat::Opaque),
             refresh_ttl: Duration::from_secs(30 * 86400),
             session_max_age: Duration::from_secs(180 * 86400),
+            refresh_grace: Duration::from_secs(10),
             format: TokenFormat::Opaque,
             jwt_algorithm: JwtAlgorithm::EdDSA,
             issuer: None,
@@ -669,6 +679,34 @@ pub struct ServiceConfig {
     pub secret_env: Option<String>,
 }
 
+/// One `[[admins]]` entry: an operator of the admin API. `wxauth gen-admin-key` prints a new
+/// key (for the operator) and the entry (for this file); the key itself is never stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The operator's name, as the audit log records it.
+    pub name: String,
+    /// `sha256:` and the hex SHA-256 of the key.
+    pub key_hash: String,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long audit-log entries are kept; older ones are purged.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(180 * 86400),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -709,6 +747,8 @@ pub struct Resolved {
     pub trusted_proxies: Vec<Cidr>,
     /// The team's services, with their secrets.
     pub services: Vec<(String, SecretString)>,
+    /// The operators, with the hashes of their keys.
+    pub admins: Vec<(String, [u8; 32])>,
 }
 
 impl Config {
@@ -794,6 +834,22 @@ impl Config {
             }
         }
 
+        let mut admins: Vec<(String, [u8; 32])> = Vec::with_capacity(self.admins.len());
+        for (i, admin) in self.admins.iter().enumerate() {
+            let name = admin.name.trim();
+            if name.is_empty() {
+                problems.push(format!("admins[{i}]: name must not be empty"));
+                continue;
+            }
+            if admins.iter().any(|(known, _)| known == name) {
+                problems.push(format!("admins[{i}]: the name {name} is listed twice"));
+            }
+            match crate::service::admins::parse_key_hash(&admin.key_hash) {
+                Ok(hash) => admins.push((name.to_owned(), hash)),
+                Err(problem) => problems.push(format!("admins[{i}]: {problem}")),
+            }
+        }
+
         let data_key = match resolve_data_key(&self.security) {
             Ok(key) => Some(key),
             Err(problem) => {
@@ -825,6 +881,9 @@ impl Config {
         }
         if self.sessions.store == SessionStoreKind::Redis && self.sessions.redis_timeout.is_zero() {
             problems.push("sessions.redis_timeout must be more than 0s".to_owned());
+        }
+        if self.audit.retention.is_zero() {
+            problems.push("audit.retention must be more than 0s".to_owned());
         }
         if self.storage.avatar_max_bytes == 0 {
             problems.push("storage.avatar_max_bytes must be more than 0".to_owned());
@@ -880,6 +939,7 @@ impl Config {
                 data_key,
                 trusted_proxies,
                 services,
+                admins,
             }),
             _ => Err(problems),
         }
@@ -1427,6 +1487,7 @@ mod tests {
                     "access_ttl",
                     "refresh_ttl",
                     "session_max_age",
+                    "refresh_grace",
                     "format",
                     "jwt_algorithm",
                     "issuer",

@@ -53,6 +53,12 @@ pub enum ApiError {
     /// The app_id is not configured here.
     #[error("unknown app")]
     UnknownApp,
+    /// No person with the id an admin route names.
+    #[error("user not found")]
+    UserNotFound,
+    /// No session with the id an admin route names.
+    #[error("session not found")]
+    SessionNotFound,
     /// No usable credentials.
     #[error("unauthorized")]
     Unauthorized(&'static str),
@@ -170,6 +176,16 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "unknown_app",
                 "this app_id is not configured on this service".into(),
+            ),
+            E::UserNotFound => (
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                "there is no user with this id".into(),
+            ),
+            E::SessionNotFound => (
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "there is no session with this id".into(),
             ),
             E::Unauthorized(message) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", (*message).into())

@@ -1,5 +1,5 @@
 //! Request extractors whose rejections are the API's own errors: JSON bodies, query strings,
-//! bearer tokens (authenticated by the service) and the client's address.
+//! bearer tokens (authenticated by the service), admin keys and the client's address.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +77,30 @@ where
     }
 }
 
+/// A path parameter; one that cannot be read answers 400 `invalid_request`.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::InvalidRequest(
+                format!(
+                    "the path does not fit this request: {}",
+                    rejection.body_text()
+                )
+                .into(),
+            )),
+        }
+    }
+}
+
 /// The caller of an authenticated route, from `Authorization: Bearer <access token>`.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);
@@ -135,6 +159,26 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
+/// An operator of the admin API, from `Authorization: Bearer <admin key>`: the name its
+/// `[[admins]]` entry gives. A user's access token is never an admin key (nor the reverse:
+/// `/v1/me` refuses admin keys), so both answer 401 here.
+#[derive(Debug, Clone)]
+pub struct Admin(pub String);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        const HOW: &str = "send Authorization: Bearer <admin key> (an [[admins]] entry)";
+        let key = bearer_token(parts).map_err(|_| ApiError::Unauthorized(HOW))?;
+        state
+            .admins
+            .authenticate(key)
+            .map(|name| Self(name.to_owned()))
+            .ok_or(ApiError::Unauthorized("the admin key is not valid"))
+    }
+}
+
 impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
@@ -152,7 +196,7 @@ impl FromRequestParts<AppState> for ClientMeta {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)

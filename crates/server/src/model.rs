@@ -127,3 +127,38 @@ pub struct Merge {
 
 /// Decides a merge of two persons; the stores apply what it decides.
 pub type MergeRule = fn(&User, &User, &UnionId, i64) -> Merge;
+
+/// One line of the audit log: who did what to which target, when and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// A UUIDv7: time-ordered, the paging cursor.
+    pub id: String,
+    /// When (Unix seconds).
+    pub occurred_at: i64,
+    /// Who acted: "admin" (the admin API), "cli" (a `wxauth` verb), "user" (the person
+    /// themselves) or "system" (the service, on a security event).
+    pub actor_kind: String,
+    /// The admin's name, when an admin acted.
+    pub actor: Option<String>,
+    /// What happened, e.g. "user.delete", "session.refresh_token_reused".
+    pub action: String,
+    /// What it happened to, by id only: "user:<id>", "session:<id>".
+    pub target: Option<String>,
+    /// The client's address, when a request caused it.
+    pub ip: Option<String>,
+    /// Anything else worth knowing (a JSON object as text), never a person's data.
+    pub detail: Option<String>,
+}
+
+/// A merge of two persons, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRecord {
+    /// The person that disappeared.
+    pub merged_id: UserId,
+    /// The person it became part of.
+    pub survivor_id: UserId,
+    /// The unionid that showed them to be one.
+    pub unionid: String,
+    /// When (Unix seconds).
+    pub merged_at: i64,
+}

@@ -85,6 +85,7 @@ impl Application {
                 config.database.url.masked()
             );
         }
+        ensure_media_dir(&config.storage.media_dir)?;
         let metrics_listener = match config.metrics.listen {
             Some(listen) => {
                 let listener = bind_metrics(listen).await?;
@@ -169,6 +170,7 @@ impl Application {
                 access: secs(config.tokens.access_ttl),
                 refresh: secs(config.tokens.refresh_ttl),
                 session: secs(config.tokens.session_max_age),
+                refresh_grace: secs(config.tokens.refresh_grace),
             },
             watermark_max_age: Some(config.security.watermark_max_age).filter(|d| !d.is_zero()),
             wechat_timeout: config.wechat.timeout,
@@ -176,6 +178,8 @@ impl Application {
             keys,
             token_format: config.tokens.format,
             services: crate::service::clients::ServiceClients::new(&resolved.services),
+            admins: crate::service::admins::AdminKeys::new(resolved.admins),
+            audit_retention: secs(config.audit.retention),
             media: Media {
                 dir: config.storage.media_dir.clone(),
                 max_bytes: config.storage.avatar_max_bytes,
@@ -279,6 +283,28 @@ async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
              server.listen"
         )
     })
+}
+
+/// Creates `storage.media_dir` (and its parents) when missing, and checks that this process may
+/// write there, so a wrong path or owner is reported at start and not at the first upload.
+fn ensure_media_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let hint = "set storage.media_dir (WXAUTH_STORAGE__MEDIA_DIR) to a directory this user may \
+                write, or create it with the right owner";
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "Failed to create the media directory {}: {hint}",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(format!(".wxauth-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "The media directory {} is not writable: {hint}",
+                dir.display()
+            )
+        })
 }
 
 /// `[server]` as the serving loop uses it; a zero turns a limit off.
@@ -666,17 +692,33 @@ async fn purge_loop(state: AppState) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     loop {
         interval.tick().await;
-        let now = state.now();
-        // A session's refresh tokens all end within refresh_ttl of its last rotation.
-        let idle_before = now - state.lifetimes.refresh;
-        match state.stores.sessions.purge_expired(now, idle_before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
-            Err(err) => {
-                crate::instruments::store_error(&err);
-                tracing::warn!(error = %err, "could not purge expired sessions");
-            }
+        purge(&state).await;
+    }
+}
+
+/// One round of the periodic purge: expired tokens and sessions, and audit-log entries past
+/// `audit.retention`. Failures are logged; the next round tries again.
+pub async fn purge(state: &AppState) {
+    let now = state.now();
+    // A session's refresh tokens all end within refresh_ttl of its last rotation.
+    let idle_before = now - state.lifetimes.refresh;
+    match state.stores.sessions.purge_expired(now, idle_before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
+        Err(err) => {
+            crate::instruments::store_error(&err);
+            tracing::warn!(error = %err, "could not purge expired sessions");
         }
+    }
+    match state
+        .stores
+        .sql
+        .purge_audit(now.saturating_sub(state.audit_retention))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(rows = n, "purged audit-log entries past their retention"),
+        Err(err) => tracing::warn!(error = %err, "could not purge the audit log"),
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Inner {
     pub token_format: crate::config::TokenFormat,
     /// The team's services allowed to introspect tokens.
     pub services: crate::service::clients::ServiceClients,
+    /// The operators allowed to call the admin API.
+    pub admins: crate::service::admins::AdminKeys,
+    /// How long audit-log entries are kept (seconds).
+    pub audit_retention: i64,
     /// The JWT signing keys (published at `/.well-known/jwks.json` whatever the token format).
     pub keys: crate::jwt::KeyRing,
     /// `[limits]`.
@@ -70,6 +74,8 @@ pub struct Lifetimes {
     pub refresh: i64,
     /// Absolute session lifetime.
     pub session: i64,
+    /// How long a just-used refresh token still answers with its successor pair.
+    pub refresh_grace: i64,
 }
 
 impl std::ops::Deref for AppState {

@@ -197,3 +197,67 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn gen_admin_key_prints_a_key_and_an_entry_the_configuration_accepts() {
+    let dir = configured_dir();
+    let said = stdout(&wxauth(
+        dir.path(),
+        &["gen-admin-key", "--name", "ops"],
+        &[],
+    ));
+    let key = said
+        .lines()
+        .find(|line| line.starts_with("wxadm_"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(
+        URL_SAFE_NO_PAD
+            .decode(&key["wxadm_".len()..])
+            .unwrap()
+            .len(),
+        32
+    );
+    let entry = &said[said.find("[[admins]]").unwrap()..];
+    assert!(entry.contains("name = \"ops\""), "{entry}");
+    assert!(
+        !entry.contains(key),
+        "the key itself goes nowhere near the config"
+    );
+    let config = dir.path().join("wxauth.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(entry);
+    std::fs::write(&config, text).unwrap();
+    let checked = wxauth(dir.path(), &["check-config", "--offline"], &[]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("admins:      ops"), "{said}");
+    assert!(said.contains("audit:       entries kept 180d"), "{said}");
+    let other = stdout(&wxauth(dir.path(), &["gen-admin-key"], &[]));
+    assert!(!other.contains(key));
+}
+
+#[test]
+fn an_admin_entry_holding_the_key_instead_of_its_hash_is_refused_without_echoing_it() {
+    let dir = configured_dir();
+    let said = stdout(&wxauth(dir.path(), &["gen-admin-key"], &[]));
+    let key = said.lines().find(|l| l.starts_with("wxadm_")).unwrap();
+    let config = dir.path().join("wxauth.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[[admins]]\nname = \"ops\"\nkey_hash = \"sha256:{key}\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let checked = wxauth(dir.path(), &["check-config", "--offline"], &[]);
+    assert!(!checked.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(all.contains("admins[0]"), "{all}");
+    assert!(!all.contains(&key["wxadm_".len()..]), "{all}");
+}

@@ -726,7 +726,9 @@ function createAuth(options) {
 
   /**
    * Logs out (`POST /v1/auth/logout`) and forgets the tokens, even when the server cannot be
-   * reached. Does nothing on the server when not logged in.
+   * reached. Does nothing on the server when not logged in. The refresh token goes along, so
+   * the session ends on the server even when the access token has expired (the usual case
+   * after two hours).
    */
   function logout() {
     var pending = loginInFlight || refreshInFlight;
@@ -734,7 +736,8 @@ function createAuth(options) {
     return ready.then(function (t) {
       clearTokens();
       if (!t) return undefined;
-      return sendJson('POST', '/v1/auth/logout', undefined, bearer(null, t.accessToken)).then(
+      var body = t.refreshToken ? { refresh_token: t.refreshToken } : undefined;
+      return sendJson('POST', '/v1/auth/logout', body, bearer(null, t.accessToken)).then(
         function (res) {
           // 401: the session was already gone, which is what logging out wants.
           if (!isOk(res) && res.statusCode !== 401) throw errorFromResponse(res);
@@ -742,6 +745,30 @@ function createAuth(options) {
         }
       );
     });
+  }
+
+  /**
+   * Deletes the user's account (注销, `POST /v1/me/delete`): the server erases the person
+   * (profile, phone, avatar, every identity and session), then the tokens here are forgotten.
+   * A later login makes a new user. Sent as POST, since wx.request has no DELETE on every base
+   * library. Logs in first when no tokens are stored (the same WeChat user's account is the
+   * one deleted).
+   * @returns {Promise<void>}
+   */
+  function deleteAccount() {
+    return api('POST', '/v1/me/delete').then(function () {
+      clearTokens();
+      return undefined;
+    });
+  }
+
+  /**
+   * Everything the server stores about the user (`GET /v1/me/export`): `user` (profile, full
+   * phone), `identities`, `sessions` (times, IP, user agent) and `merges`.
+   * @returns {Promise<object>}
+   */
+  function exportData() {
+    return api('GET', '/v1/me/export');
   }
 
   /** Whether tokens are stored (the server may still reject them). */
@@ -758,6 +785,8 @@ function createAuth(options) {
     bindPhone: bindPhone,
     sendUserInfo: sendUserInfo,
     logout: logout,
+    deleteAccount: deleteAccount,
+    exportData: exportData,
     isLoggedIn: isLoggedIn
   };
 }

@@ -1,6 +1,8 @@
 //! The logged-in user: the profile (`GET`/`PATCH /v1/me`), open-data decryption
 //! (`POST /v1/me/userinfo`), the phone number (`POST /v1/me/phone`) and the avatar
-//! (`POST /v1/me/avatar`, served back under `/media/`). Parse, call the service, answer.
+//! (`POST /v1/me/avatar`, served back under `/media/`), the data export (`GET /v1/me/export`)
+//! and account deletion (`DELETE /v1/me`, `POST /v1/me/delete`). Parse, call the service,
+//! answer.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Request, State};
@@ -9,10 +11,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::views::MeView;
+use axum::http::StatusCode;
+
+use super::views::{MeView, PersonView};
 use crate::config::LimitedAction;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated, ClientAddr};
+use crate::service::account;
+use crate::service::audit::{Actor, Requester};
+use crate::service::login::ClientMeta;
 use crate::service::people::{self, PhoneRequest, ProfilePatch, Profiled, UserInfoRequest};
 use crate::service::sessions::Caller;
 use crate::state::AppState;
@@ -21,7 +28,13 @@ use crate::state::AppState;
 pub fn router(avatar_max_bytes: usize) -> Router<AppState> {
     Router::new()
         // Mini programs' wx.request cannot send PATCH: POST does the same.
-        .route("/v1/me", get(me).patch(update).post(update))
+        .route(
+            "/v1/me",
+            get(me).patch(update).post(update).delete(delete_account),
+        )
+        // wx.request has no DELETE on every base library.
+        .route("/v1/me/delete", post(delete_account))
+        .route("/v1/me/export", get(export))
         .route("/v1/me/userinfo", post(userinfo))
         .route("/v1/me/phone", post(phone))
         .route(
@@ -75,6 +88,34 @@ async fn update(
 ) -> Result<Json<MeView>, ApiError> {
     let profiled = people::update(&state, &caller, patch).await?;
     Ok(view(&caller, &profiled, &query))
+}
+
+/// Erases the caller's person whole (注销): afterwards nothing of it is readable, its tokens
+/// are dead, and a later login of the same WeChat user makes a new person.
+async fn delete_account(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    meta: ClientMeta,
+) -> Result<StatusCode, ApiError> {
+    let by = Requester {
+        actor: Actor::User,
+        ip: meta.ip,
+    };
+    account::delete_person(&state, &caller.user.id, &by).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Everything stored about the caller's person, as JSON (PIPL's right of access).
+async fn export(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<PersonView>, ApiError> {
+    let record = account::person_record(&state, &caller.user.id)
+        .await?
+        .ok_or(ApiError::Unauthorized(
+            "the user of this session no longer exists",
+        ))?;
+    Ok(Json(PersonView::new(&record, state.now())))
 }
 
 async fn userinfo(

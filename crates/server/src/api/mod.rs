@@ -5,6 +5,7 @@
 //! unknown routes and methods, bad query strings, a request that took too long, and the file
 //! server's own refusals (missing file, wrong method, bad range) included.
 
+pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod me;
@@ -55,6 +56,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
         .merge(health::router())
         .merge(wellknown::router())
         .merge(services::router())
+        .merge(admin::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Token responses must not be cached (RFC 6749 §5.1); nor must profiles and phone

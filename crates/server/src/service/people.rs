@@ -18,6 +18,25 @@ use crate::tokens::random_id;
 const ANONYMOUS_NICKNAME: &str = "微信用户";
 /// Largest `extra` object, serialized.
 const EXTRA_MAX_BYTES: usize = 4096;
+/// The columns' sizes, in characters: WeChat's data is cut to fit (a strict MySQL refuses an
+/// overlong value, and no real city or language name comes near).
+const PLACE_MAX_CHARS: usize = 255;
+const LANGUAGE_MAX_CHARS: usize = 64;
+const NICKNAME_MAX_CHARS: usize = 64;
+/// Phone parts are refused beyond their columns (a cut number would be a wrong one).
+const PHONE_COUNTRY_CODE_MAX_DIGITS: usize = 8;
+const PHONE_NUMBER_MAX_DIGITS: usize = 32;
+
+/// `text` without control characters, cut to at most `max` characters; `None` when nothing
+/// is left.
+fn fit(text: Option<String>, max: usize) -> Option<String> {
+    let text = text?;
+    if text.chars().count() <= max && !text.chars().any(char::is_control) {
+        return Some(text).filter(|t| !t.trim().is_empty());
+    }
+    let fitted: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
+    Some(fitted).filter(|t| !t.trim().is_empty())
+}
 
 /// A person with every identity they have.
 pub struct Profiled {
@@ -236,17 +255,16 @@ async fn session_key_for(
 /// The profile fields worth storing from decrypted user info.
 fn profile_update(info: UserInfo, current: &User) -> ProfileUpdate {
     let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-    let nickname = non_empty(info.nick_name)
-        .filter(|n| !(n == ANONYMOUS_NICKNAME && current.profile.nickname.is_some()))
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(64).collect());
+    let nickname = fit(info.nick_name, NICKNAME_MAX_CHARS)
+        .filter(|n| !(n == ANONYMOUS_NICKNAME && current.profile.nickname.is_some()));
     ProfileUpdate {
         nickname,
         avatar_url: non_empty(info.avatar_url).filter(|u| u.len() <= 1024),
         gender: info.gender.filter(|g| (0..=2).contains(g)),
-        city: non_empty(info.city),
-        province: non_empty(info.province),
-        country: non_empty(info.country),
-        language: non_empty(info.language),
+        city: fit(info.city, PLACE_MAX_CHARS),
+        province: fit(info.province, PLACE_MAX_CHARS),
+        country: fit(info.country, PLACE_MAX_CHARS),
+        language: fit(info.language, LANGUAGE_MAX_CHARS),
         ..ProfileUpdate::default()
     }
 }
@@ -303,8 +321,7 @@ pub async fn phone(
             ));
         }
     };
-    let digits = |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(&info.pure_phone_number) || !digits(&info.country_code) {
+    if !phone_parts_fit(&info.country_code, &info.pure_phone_number) {
         return Err(ApiError::OpenData(DecryptError::Malformed));
     }
     let update = ProfileUpdate {
@@ -315,6 +332,14 @@ pub async fn phone(
         ..ProfileUpdate::default()
     };
     apply(state, caller, &update, None).await
+}
+
+/// Whether a phone number's parts are digits that fit their columns.
+fn phone_parts_fit(country_code: &str, number: &str) -> bool {
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    digits(country_code, PHONE_COUNTRY_CODE_MAX_DIGITS) && digits(number, PHONE_NUMBER_MAX_DIGITS)
 }
 
 /// Image formats accepted for avatars, recognised by their first bytes.
@@ -418,6 +443,27 @@ pub fn merge(a: &User, b: &User, unionid: &UnionId, now: i64) -> Merge {
 mod tests {
     use super::*;
     use crate::model::{Profile, UserId};
+
+    #[test]
+    fn decrypted_text_is_cut_to_its_column_by_characters() {
+        let long = "深".repeat(300);
+        let fitted = fit(Some(long), PLACE_MAX_CHARS).unwrap();
+        assert_eq!(fitted.chars().count(), PLACE_MAX_CHARS);
+        assert_eq!(fit(Some("Shen\u{0}zhen".into()), 255).unwrap(), "Shenzhen");
+        assert_eq!(fit(Some("😀".repeat(70)), 64).unwrap().chars().count(), 64);
+        assert_eq!(fit(Some("  ".into()), 64), None);
+        assert_eq!(fit(None, 64), None);
+    }
+
+    #[test]
+    fn phone_parts_are_refused_beyond_their_columns() {
+        assert!(phone_parts_fit("86", "13812345678"));
+        assert!(phone_parts_fit("12345678", &"1".repeat(32)));
+        assert!(!phone_parts_fit("123456789", "13812345678"));
+        assert!(!phone_parts_fit("86", &"1".repeat(33)));
+        assert!(!phone_parts_fit("", "1"));
+        assert!(!phone_parts_fit("86", "138-1234"));
+    }
 
     fn person(id: &str, created_at: i64, profile: Profile, phone: Option<&str>) -> User {
         User {

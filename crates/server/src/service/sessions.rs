@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wxauth_wechat::{AppId, OpenId, SessionKey, UnionId};
 
 use crate::config::{LimitedAction, TokenFormat};
@@ -11,8 +11,11 @@ use crate::error::ApiError;
 use crate::jwt;
 use crate::limits::Bucket;
 use crate::model::{User, UserId};
+use crate::service::audit;
 use crate::state::AppState;
-use crate::store::{AccessCheck, RefreshOutcome, Session, StoreError, Stores, TokenEntry};
+use crate::store::{
+    AccessCheck, RefreshOutcome, Session, StoreError, Stores, Successor, TokenEntry,
+};
 use crate::tokens::{ACCESS_PREFIX, NewToken, REFRESH_PREFIX, TokenHash};
 
 /// Who a live access token speaks for: what other services are told about the caller.
@@ -185,8 +188,64 @@ pub fn mint_pair(
     ))
 }
 
-/// Uses a refresh token once: a new pair; a second use revokes the session. `ip` is the
-/// client's address, for the rate limits.
+/// A rotation's pair as kept for a replay within `tokens.refresh_grace` (sealed; no `Debug`).
+#[derive(Serialize, Deserialize)]
+struct KeptPair {
+    access_token: String,
+    access_expires_at: i64,
+    refresh_token: String,
+    refresh_expires_at: i64,
+}
+
+/// What the sealed successor of the refresh token `hash` is bound to.
+fn successor_context(hash: &TokenHash) -> String {
+    format!("refresh-successor:{}", hash.to_hex())
+}
+
+fn keep_pair(state: &AppState, hash: &TokenHash, pair: &TokenPair, now: i64) -> Option<Successor> {
+    if state.lifetimes.refresh_grace <= 0 {
+        return None;
+    }
+    let kept = KeptPair {
+        access_token: pair.access_token.clone(),
+        access_expires_at: now + pair.expires_in,
+        refresh_token: pair.refresh_token.clone(),
+        refresh_expires_at: now + pair.refresh_expires_in,
+    };
+    let json = serde_json::to_vec(&kept).ok()?;
+    Some(Successor {
+        sealed: state.data_key.seal_bytes(&json, &successor_context(hash)),
+        expires_at: now + state.lifetimes.refresh_grace,
+    })
+}
+
+/// The pair a replayed refresh token gets again, its lifetimes counted from `now`.
+fn replayed_pair(
+    state: &AppState,
+    hash: &TokenHash,
+    sealed: &str,
+    session: &Session,
+    now: i64,
+) -> Option<TokenPair> {
+    let json = state
+        .data_key
+        .open_bytes(sealed, &successor_context(hash))
+        .ok()?;
+    let kept: KeptPair = serde_json::from_slice(&json).ok()?;
+    let end = |at: i64| (at.min(session.expires_at) - now).max(0);
+    Some(TokenPair {
+        expires_in: end(kept.access_expires_at),
+        refresh_expires_in: end(kept.refresh_expires_at),
+        access_token: kept.access_token,
+        token_type: "Bearer",
+        refresh_token: kept.refresh_token,
+    })
+}
+
+/// Uses a refresh token once: a new pair. The same token again within
+/// `tokens.refresh_grace` gets the same pair back (a double submit, a retry after a lost
+/// answer); any later use is reuse and revokes the session. `ip` is the client's address,
+/// for the rate limits.
 pub async fn refresh(
     state: &AppState,
     refresh_token: &str,
@@ -235,10 +294,11 @@ pub async fn refresh(
             mint_pair(state, now, session.expires_at, Some(&subject))?
         }
     };
+    let successor = keep_pair(state, &hash, &pair, now);
     let outcome = state
         .stores
         .sessions
-        .rotate(&hash, access, refresh, now)
+        .rotate(&hash, access, refresh, successor, now)
         .await?;
     match outcome {
         RefreshOutcome::Rotated(session) => {
@@ -246,14 +306,85 @@ pub async fn refresh(
             pair.refresh_expires_in = pair.refresh_expires_in.min(session.expires_at - now);
             Ok(pair)
         }
-        RefreshOutcome::Reused => {
-            tracing::warn!("refresh token presented twice: session revoked");
+        RefreshOutcome::Replayed { session, successor } => {
+            replayed_pair(state, &hash, &successor, &session, now).ok_or_else(|| {
+                tracing::warn!(session_id = %session.id, "cannot open a kept refresh successor");
+                ApiError::Unauthorized("the refresh token is not valid")
+            })
+        }
+        RefreshOutcome::Reused(session_id) => {
+            tracing::warn!(%session_id, "refresh token presented twice: session revoked");
+            let by = audit::Requester {
+                actor: audit::Actor::System,
+                ip: None,
+            };
+            let entry = audit::entry(
+                &by,
+                "session.refresh_token_reused",
+                Some(audit::session_target(&session_id)),
+                None,
+                now,
+            );
+            audit::record_event(&state.stores, &entry).await;
             Err(ApiError::TokenRevoked)
         }
         RefreshOutcome::Revoked => Err(ApiError::TokenRevoked),
         RefreshOutcome::Expired => Err(ApiError::TokenExpired),
         RefreshOutcome::Unknown => Err(ApiError::Unauthorized("the refresh token is not valid")),
     }
+}
+
+/// Logs a session out: the one a refresh token belongs to, or the one of an access token,
+/// live or expired (an access token normally has expired by the time a user logs out; its
+/// session and refresh token live on). A refresh token of a session that has already ended is
+/// a logout done.
+pub async fn logout(
+    state: &AppState,
+    access_token: Option<&str>,
+    refresh_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let session = match (refresh_token, access_token) {
+        (Some(refresh_token), _) => {
+            if !refresh_token.starts_with(REFRESH_PREFIX) {
+                return Err(ApiError::Unauthorized("the refresh token is not valid"));
+            }
+            let session = state
+                .stores
+                .sessions
+                .session_of_refresh(&TokenHash::of(refresh_token))
+                .await?
+                .ok_or(ApiError::Unauthorized("the refresh token is not valid"))?;
+            if session.revoked_at.is_some() || session.expires_at <= state.now() {
+                return Ok(());
+            }
+            session.id
+        }
+        (None, Some(access_token)) => match resolve(state, access_token).await {
+            Ok(caller) => caller.principal.session_id,
+            Err(ApiError::TokenExpired) => {
+                let session = state
+                    .stores
+                    .sessions
+                    .session_of_access(&TokenHash::of(access_token))
+                    .await?
+                    .ok_or(ApiError::TokenExpired)?;
+                if session.revoked_at.is_some() {
+                    return Err(ApiError::TokenRevoked);
+                }
+                if session.expires_at <= state.now() {
+                    return Ok(());
+                }
+                session.id
+            }
+            Err(err) => return Err(err),
+        },
+        (None, None) => {
+            return Err(ApiError::Unauthorized(
+                "send Authorization: Bearer <access_token> or {\"refresh_token\": ...}",
+            ));
+        }
+    };
+    revoke(state, &session, "logout").await
 }
 
 /// Ends a session at once: every token of it stops working.

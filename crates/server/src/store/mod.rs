@@ -121,6 +121,15 @@ pub struct Session {
     pub ip: Option<String>,
 }
 
+/// A session as the admin view and the data export show it: with why it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session.
+    pub session: Session,
+    /// Why it was revoked ("logout", "admin", "refresh_token_reused", ...), if it was.
+    pub revoke_reason: Option<String>,
+}
+
 /// A token to store: its hash and when it expires.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenEntry {
@@ -170,14 +179,40 @@ impl AccessCheck {
 pub enum RefreshOutcome {
     /// The token was live: it is now used, and the new pair is stored.
     Rotated(Session),
-    /// The token had been used before: the whole session is now revoked.
-    Reused,
+    /// The token was used moments ago (within `tokens.refresh_grace`): here is the pair that
+    /// use handed out, sealed as the rotation stored it. Nothing changed.
+    Replayed {
+        /// The session.
+        session: Session,
+        /// The successor pair, sealed (see [`Successor`]).
+        successor: String,
+    },
+    /// The token had been used before: the whole session (this id) is now revoked.
+    Reused(String),
     /// The token (or its session) has expired.
     Expired,
     /// The session was already revoked.
     Revoked,
     /// No such token.
     Unknown,
+}
+
+/// The pair a rotation hands out, sealed, kept until `expires_at` so that the same refresh
+/// token presented again within `tokens.refresh_grace` gets it back.
+#[derive(Clone)]
+pub struct Successor {
+    /// The pair, sealed with the data key.
+    pub sealed: String,
+    /// Until when it is handed out again.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Successor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Successor")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sessions and their tokens.
@@ -201,13 +236,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// before the rotation decides).
     async fn session_of_refresh(&self, refresh: &TokenHash) -> Result<Option<Session>, StoreError>;
 
-    /// Uses a refresh token once: on success stores the new pair; a second use revokes the
-    /// session.
+    /// The session an access token belongs to, whatever its state: an expired access token
+    /// still names its session (to log it out). Access tokens stay findable until
+    /// `tokens.refresh_ttl` after they expire, or until the next rotation replaces them.
+    async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError>;
+
+    /// Uses a refresh token once: on success stores the new pair, expires the session's
+    /// previous access token and keeps `successor` (when given) for a replay; a second use
+    /// within the successor's time gets it back ([`RefreshOutcome::Replayed`]); any other
+    /// second use revokes the session.
     async fn rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError>;
 
@@ -223,14 +266,29 @@ pub trait SessionStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<u64, StoreError>;
 
+    /// One session by id, whatever its state (until it is purged).
+    async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The sessions of one identity, whatever their state (until purged), newest first.
+    async fn list_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Deletes every session of one identity with its tokens (an erased person); returns how
+    /// many sessions went.
+    async fn delete_identity(&self, app_id: &AppId, openid: &OpenId) -> Result<u64, StoreError>;
+
     /// Replaces the sealed session_key of a session (after a fresh `wx.login`).
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError>;
 
     /// Records that the session was used.
     async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError>;
 
-    /// Deletes expired tokens, expired sessions, and sessions idle since `idle_before` that
-    /// have no token left; returns how many rows went.
+    /// Deletes expired refresh tokens, access tokens expired before `idle_before`, expired
+    /// sessions, sessions idle since `idle_before` that have no token left, and successors kept
+    /// past their time; returns how many rows went.
     async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError>;
 }
 

@@ -2,8 +2,14 @@
 //!
 //! Keys (all under the configured prefix, `wxauth:` by default):
 //! - `s:<session id>`: a hash with the session; lives as long as its newest refresh token.
-//! - `t:<sha256 hex>`: a hash `{sid, kind, exp, used}` per token; expires with the token. A
-//!   used refresh token stays until it expires so that a second use is recognised as reuse.
+//! - `t:<sha256 hex>`: a hash `{sid, kind, exp, used, a}` per token. A refresh token (with `a`,
+//!   the hash of the access token issued beside it) stays until it expires, used or not, so
+//!   that a second use is recognised as reuse. An access token stays until its refresh token
+//!   expires, so that an expired one can still log its session out; the rotation that replaces
+//!   it sets its `exp` to now and lets the key go when its original lifetime ends.
+//! - `g:<sha256 hex>`: `<until>:<sealed pair>`, the pair a rotation handed out for that refresh
+//!   token, for `tokens.refresh_grace` (a replay until then gets the same pair). The time is
+//!   judged by the service's clock; the key's TTL only cleans up.
 //! - `i:<app_id>:<openid>`: the set of an identity's session ids, to revoke them all.
 //! - `c:<sha256 hex>`: a login code recently exchanged, with WeChat's answer (sealed).
 //! - `wx:token:<app_id>`, `wx:lock:<app_id>`: the shared WeChat access token and its refresh
@@ -27,8 +33,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use wxauth_wechat::{AppId, OpenId};
 
 use super::{
-    AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionStore, StoreError,
-    TokenEntry,
+    AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionRecord, SessionStore,
+    StoreError, Successor, TokenEntry,
 };
 use crate::config::SessionsConfig;
 use crate::tokens::TokenHash;
@@ -56,32 +62,56 @@ if not s[1] then return {} end
 return {t[1], t[3], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9]}
 ";
 
-/// KEYS[1] = refresh token key; ARGV = session key prefix, token key prefix, now,
-/// new access hash, its exp, new refresh hash, its exp.
-/// Returns {status} or {'rotated', sid, the nine session fields}.
+/// KEYS[1] = refresh token key, KEYS[2] = its successor key; ARGV = session key prefix, token
+/// key prefix, now, new access hash, its exp, new refresh hash, its exp, the sealed successor
+/// ('' for none), until when it is kept.
+/// Returns {status}, {'rotated', sid, the nine session fields} or {'replayed', sid, the
+/// sealed successor, the nine session fields}.
 const ROTATE: &str = r"
-local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp', 'used')
+local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp', 'used', 'a')
 if not t[1] or t[2] ~= 'r' then return {'unknown'} end
 local skey = ARGV[1] .. t[1]
 local s = redis.call('HMGET', skey, 'expires_at', 'revoked_at')
 if not s[1] then return {'unknown'} end
 if s[2] then return {'revoked'} end
 local now = tonumber(ARGV[3])
+local fields = {'app_id', 'openid', 'sk', 'created_at', 'last_seen_at', 'expires_at',
+  'revoked_at', 'ua', 'ip'}
 if t[4] ~= '0' then
+  local kept = redis.call('GET', KEYS[2])
+  local sep = kept and string.find(kept, ':', 1, true)
+  local g = sep and tonumber(string.sub(kept, 1, sep - 1)) > now and string.sub(kept, sep + 1)
+  if g then
+    local f = redis.call('HMGET', skey, unpack(fields))
+    return {'replayed', t[1], g, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
+  end
   redis.call('HSET', skey, 'revoked_at', ARGV[3], 'revoke_reason', 'refresh_token_reused')
-  return {'reused'}
+  return {'reused', t[1]}
 end
 local sexp = tonumber(s[1])
 if tonumber(t[3]) <= now or sexp <= now then return {'expired'} end
 redis.call('HSET', KEYS[1], 'used', ARGV[3])
+if t[5] then
+  local old = ARGV[2] .. t[5]
+  local oexp = redis.call('HGET', old, 'exp')
+  if oexp then
+    redis.call('HSET', old, 'exp', math.min(tonumber(oexp), now))
+    redis.call('EXPIREAT', old, math.max(tonumber(oexp), now + 1))
+  end
+end
 local aexp = math.min(tonumber(ARGV[5]), sexp)
 local rexp = math.min(tonumber(ARGV[7]), sexp)
 local akey = ARGV[2] .. ARGV[4]
 redis.call('HSET', akey, 'sid', t[1], 'kind', 'a', 'exp', aexp)
-redis.call('EXPIREAT', akey, aexp)
+redis.call('EXPIREAT', akey, rexp)
 local rkey = ARGV[2] .. ARGV[6]
-redis.call('HSET', rkey, 'sid', t[1], 'kind', 'r', 'exp', rexp, 'used', '0')
+redis.call('HSET', rkey, 'sid', t[1], 'kind', 'r', 'exp', rexp, 'used', '0', 'a', ARGV[4])
 redis.call('EXPIREAT', rkey, rexp)
+if ARGV[8] ~= '' then
+  local until_at = math.min(tonumber(ARGV[9]), sexp)
+  redis.call('SET', KEYS[2], until_at .. ':' .. ARGV[8])
+  redis.call('EXPIREAT', KEYS[2], until_at + 1)
+end
 redis.call('HSET', skey, 'last_seen_at', ARGV[3])
 redis.call('EXPIREAT', skey, rexp)
 local f = redis.call('HMGET', skey, 'app_id', 'openid', 'sk', 'created_at', 'last_seen_at',
@@ -123,6 +153,32 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return n
 ";
+
+/// KEYS[1] = identity set; ARGV[1] = session key prefix. Deletes every session of the
+/// identity and the set; returns how many sessions there were. Their token keys name only
+/// the session id and lead nowhere once it is gone; they expire by themselves.
+const DELETE_IDENTITY: &str = r"
+local n = 0
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  n = n + redis.call('DEL', ARGV[1] .. sid)
+end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+/// A session's fields as [`session_from_fields`] reads them, then the revocation's reason.
+const RECORD_FIELDS: [&str; 10] = [
+    "app_id",
+    "openid",
+    "sk",
+    "created_at",
+    "last_seen_at",
+    "expires_at",
+    "revoked_at",
+    "ua",
+    "ip",
+    "revoke_reason",
+];
 
 /// The shared Redis connection with a deadline on every command.
 ///
@@ -355,6 +411,37 @@ impl RedisSessionStore {
         Ok(Some((session, parse_i64(token_exp.as_deref())?)))
     }
 
+    /// The sessions with these ids that still exist, in one round trip.
+    async fn records(&self, ids: &[String]) -> Result<Vec<SessionRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.session_key(id))
+                .arg(&RECORD_FIELDS[..]);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(replies) {
+            // A session whose key expired (or was deleted) leaves an empty reply.
+            let Some((reason, fields)) = fields.split_last() else {
+                continue;
+            };
+            if fields.first().is_none_or(Option::is_none) {
+                continue;
+            }
+            records.push(SessionRecord {
+                session: session_from_fields(Some(id), fields)?,
+                revoke_reason: reason.clone(),
+            });
+        }
+        Ok(records)
+    }
+
     async fn set_field(
         &self,
         session_id: &str,
@@ -426,9 +513,10 @@ impl SessionStore for RedisSessionStore {
                 ],
             )
             .ignore()
+            // Kept past its expiry, until its refresh token expires: it still logs out.
             .cmd("EXPIREAT")
             .arg(&akey)
-            .arg(access.expires_at)
+            .arg(refresh.expires_at)
             .ignore()
             .hset_multiple(
                 &rkey,
@@ -437,6 +525,7 @@ impl SessionStore for RedisSessionStore {
                     ("kind", "r"),
                     ("exp", &refresh.expires_at.to_string()),
                     ("used", "0"),
+                    ("a", &access.hash.to_hex()),
                 ],
             )
             .ignore()
@@ -469,17 +558,28 @@ impl SessionStore for RedisSessionStore {
             .map(|(session, _)| session))
     }
 
+    async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .token_with_session(access, "a")
+            .await?
+            .map(|(session, _)| session))
+    }
+
     async fn rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         let mut conn = self.conn.clone();
+        let (sealed, kept_until) =
+            successor.map_or((String::new(), 0), |s| (s.sealed, s.expires_at));
         let reply: Vec<Option<String>> = self
             .rotate
             .key(self.token_key(refresh))
+            .key(format!("{}g:{}", self.prefix, refresh.to_hex()))
             .arg(format!("{}s:", self.prefix))
             .arg(format!("{}t:", self.prefix))
             .arg(now)
@@ -487,6 +587,8 @@ impl SessionStore for RedisSessionStore {
             .arg(new_access.expires_at)
             .arg(new_refresh.hash.to_hex())
             .arg(new_refresh.expires_at)
+            .arg(sealed)
+            .arg(kept_until)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
@@ -496,7 +598,18 @@ impl SessionStore for RedisSessionStore {
                 let session = session_from_fields(sid, reply.get(2..).unwrap_or_default())?;
                 Ok(RefreshOutcome::Rotated(session))
             }
-            Some("reused") => Ok(RefreshOutcome::Reused),
+            Some("replayed") => {
+                let sid = reply.get(1).and_then(Option::as_deref);
+                let successor = reply.get(2).cloned().flatten().ok_or_else(|| {
+                    StoreError::Other(anyhow::anyhow!("a replayed rotation without its pair"))
+                })?;
+                let session = session_from_fields(sid, reply.get(3..).unwrap_or_default())?;
+                Ok(RefreshOutcome::Replayed { session, successor })
+            }
+            Some("reused") => {
+                let sid = reply.get(1).and_then(Option::as_deref).unwrap_or_default();
+                Ok(RefreshOutcome::Reused(sid.to_owned()))
+            }
             Some("revoked") => Ok(RefreshOutcome::Revoked),
             Some("expired") => Ok(RefreshOutcome::Expired),
             _ => Ok(RefreshOutcome::Unknown),
@@ -530,6 +643,39 @@ impl SessionStore for RedisSessionStore {
             .arg(format!("{}s:", self.prefix))
             .arg(now)
             .arg(reason)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.records(&[session_id.to_owned()]).await?.pop())
+    }
+
+    async fn list_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.identity_key(app_id, openid))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut records = self.records(&ids).await?;
+        records.sort_by(|a, b| {
+            (b.session.created_at, &a.session.id).cmp(&(a.session.created_at, &b.session.id))
+        });
+        Ok(records)
+    }
+
+    async fn delete_identity(&self, app_id: &AppId, openid: &OpenId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = Script::new(DELETE_IDENTITY)
+            .key(self.identity_key(app_id, openid))
+            .arg(format!("{}s:", self.prefix))
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;

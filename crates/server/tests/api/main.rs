@@ -8,6 +8,8 @@
 mod backend;
 mod helpers;
 
+mod account;
+mod admin;
 mod auth;
 mod cancellation;
 mod errors;

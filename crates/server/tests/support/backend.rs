@@ -324,6 +324,93 @@ impl TestBackend {
         text
     }
 
+    /// Every place that holds `needle` as (part of) a value: "table.column" for each SQL
+    /// column of every table, and "redis <key>" for each Redis key under the prefix whose
+    /// name or value holds it.
+    pub async fn where_found(&self, needle: &str) -> Vec<String> {
+        let pool = self.pool().await;
+        let columns_sql = match self.sql {
+            Sql::Sqlite => {
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'"
+            }
+            Sql::Mysql => {
+                "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR) \
+                 FROM information_schema.columns WHERE table_schema = DATABASE()"
+            }
+            Sql::Postgres => {
+                "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) \
+                 FROM information_schema.columns WHERE table_schema = 'public'"
+            }
+        };
+        let columns: Vec<(String, String)> = sqlx::query(columns_sql)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.try_get(0).unwrap(), row.try_get(1).unwrap()))
+            .collect();
+        assert!(columns.len() > 10, "the columns are listed: {columns:?}");
+        let text = match self.sql {
+            Sql::Mysql => "CHAR",
+            _ => "TEXT",
+        };
+        let mut found = Vec::new();
+        for (table, column) in columns {
+            let sql =
+                format!("SELECT COUNT(*) FROM {table} WHERE CAST({column} AS {text}) LIKE ?",);
+            let sql = if self.sql == Sql::Postgres {
+                sql.replace('?', "$1")
+            } else {
+                sql
+            };
+            let n: i64 = sqlx::query(&sql)
+                .bind(format!("%{needle}%"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            if n > 0 {
+                found.push(format!("{table}.{column}"));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            for key in self.redis_keys("").await {
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let values: Vec<String> = match kind.as_str() {
+                    "hash" => redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await,
+                    "set" => {
+                        redis::cmd("SMEMBERS")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await
+                    }
+                    "string" => redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .map(|v: String| vec![v]),
+                    _ => Ok(Vec::new()),
+                }
+                .unwrap();
+                if key.contains(needle) || values.iter().any(|v| v.contains(needle)) {
+                    found.push(format!("redis {key}"));
+                }
+            }
+        }
+        found
+    }
+
     async fn cleanup(
         sql: Sql,
         admin: Option<String>,

@@ -5,7 +5,8 @@
 //!   dialect, running writes detached, sorting driver errors);
 //! - [`users`]: persons and identities ([`UserStore`](super::UserStore));
 //! - [`sessions`]: sessions and their tokens ([`SessionStore`](super::SessionStore));
-//! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache)).
+//! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache));
+//! - [`admin`]: finding persons and erasing one; [`audit`]: the audit log.
 //!
 //! Queries are written once, next to the method that runs them, with `?` placeholders; for
 //! PostgreSQL (`$1`, `$2`, …) and for SQLite (no `FOR UPDATE`) they are rewritten on first use
@@ -18,6 +19,8 @@
 //! cannot upgrade a read transaction to a write one while another connection writes, so
 //! taking the write lock up front makes writers queue (busy_timeout) instead of failing.
 
+mod admin;
+mod audit;
 mod auth_cache;
 mod codes;
 mod sessions;
@@ -32,6 +35,7 @@ use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
+pub use self::admin::{Erased, UserFilter};
 pub use self::auth_cache::{AuthCache, FOREIGN_WRITES_SEEN_WITHIN, TOUCH_EVERY};
 use super::StoreError;
 use crate::config::DatabaseConfig;

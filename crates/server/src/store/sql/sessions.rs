@@ -9,7 +9,10 @@ use wxauth_wechat::{AppId, OpenId};
 use super::users::{UserNames, joined_user_columns, user_from_named};
 use super::{SqlStore, corrupt, store_error};
 use crate::model::User;
-use crate::store::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
+use crate::store::{
+    AccessCheck, RefreshOutcome, Session, SessionRecord, SessionStore, StoreError, Successor,
+    TokenEntry,
+};
 use crate::tokens::TokenHash;
 
 macro_rules! session_columns {
@@ -158,6 +161,7 @@ impl SqlStore {
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<&Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         const CLAIM: &str = "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh' \
@@ -169,6 +173,16 @@ impl SqlStore {
              WHERE t.hash = ? AND t.kind = 'refresh'"
         );
         const TOUCH: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ?";
+        const REPLAY: &str =
+            "SELECT successor FROM refresh_grace WHERE hash = ? AND expires_at > ?";
+        // The access tokens this rotation replaces: one already expired goes now, a live one
+        // expires now (and is kept for a logout until the purge, like any expired one).
+        const DROP_EXPIRED_ACCESS: &str =
+            "DELETE FROM tokens WHERE session_id = ? AND kind = 'access' AND expires_at <= ?";
+        const EXPIRE_ACCESS: &str = "UPDATE tokens SET expires_at = ? WHERE session_id = ? \
+                                     AND kind = 'access' AND expires_at > ?";
+        const KEEP_SUCCESSOR: &str = "INSERT INTO refresh_grace (hash, session_id, successor, \
+                                      expires_at) VALUES (?, ?, ?, ?)";
         let hash = refresh.to_hex();
         let mut tx = self.begin().await?;
         // Claim the token first: exactly one presenter can flip used_at.
@@ -203,6 +217,17 @@ impl SqlStore {
                 tx.rollback().await.map_err(store_error)?;
                 return Ok(RefreshOutcome::Expired);
             }
+            // Used moments ago: the same answer again, nothing changes.
+            let replay: Option<String> = sqlx::query_scalar(self.q(REPLAY))
+                .bind(&hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if let Some(successor) = replay {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(RefreshOutcome::Replayed { session, successor });
+            }
             // Reuse: someone holds a copy of an old refresh token. End the session.
             sqlx::query(self.q(REVOKE))
                 .bind(now)
@@ -212,7 +237,7 @@ impl SqlStore {
                 .await
                 .map_err(store_error)?;
             tx.commit().await.map_err(store_error)?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused(session.id));
         }
         if session.expires_at <= now {
             tx.rollback().await.map_err(store_error)?;
@@ -222,6 +247,29 @@ impl SqlStore {
             expires_at: entry.expires_at.min(session.expires_at),
             ..entry
         };
+        sqlx::query(self.q(DROP_EXPIRED_ACCESS))
+            .bind(&session.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(self.q(EXPIRE_ACCESS))
+            .bind(now)
+            .bind(&session.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if let Some(successor) = successor {
+            sqlx::query(self.q(KEEP_SUCCESSOR))
+                .bind(&hash)
+                .bind(&session.id)
+                .bind(&successor.sealed)
+                .bind(successor.expires_at.min(session.expires_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
         self.insert_tokens(&mut tx, &session.id, cap(new_access), cap(new_refresh))
             .await?;
         sqlx::query(self.q(TOUCH))
@@ -238,12 +286,28 @@ impl SqlStore {
     }
 
     async fn run_purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
-        const TOKENS: &str = "DELETE FROM tokens WHERE expires_at <= ?";
+        // A used refresh token stays until it expires (a second use is reuse); an access token
+        // stays a while after (an expired token still logs its session out).
+        const TOKENS: &str = "DELETE FROM tokens WHERE expires_at <= ? AND kind = 'refresh'";
+        const ACCESS: &str = "DELETE FROM tokens WHERE expires_at <= ? AND kind = 'access'";
+        const SUCCESSORS: &str = "DELETE FROM refresh_grace WHERE expires_at <= ?";
         const SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= ? OR (last_seen_at <= ? \
              AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id))";
         const CODES: &str = "DELETE FROM login_codes WHERE expires_at <= ?";
         let mut tx = self.begin().await?;
         let tokens = sqlx::query(self.q(TOKENS))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        let access = sqlx::query(self.q(ACCESS))
+            .bind(idle_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        let successors = sqlx::query(self.q(SUCCESSORS))
             .bind(now)
             .execute(&mut *tx)
             .await
@@ -263,7 +327,7 @@ impl SqlStore {
             .map_err(store_error)?
             .rows_affected();
         tx.commit().await.map_err(store_error)?;
-        Ok(tokens + sessions + codes)
+        Ok(tokens + access + successors + sessions + codes)
     }
 }
 
@@ -327,18 +391,40 @@ impl SessionStore for SqlStore {
             .map_err(store_error)
     }
 
+    async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.hash = ? AND t.kind = 'access'"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(access.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(session_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
     async fn rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         let refresh = *refresh;
-        self.detached(move |store| async move {
-            store
-                .run_rotate(&refresh, new_access, new_refresh, now)
-                .await
+        self.detached(move |store| {
+            let successor = successor.clone();
+            async move {
+                store
+                    .run_rotate(&refresh, new_access, new_refresh, successor.as_ref(), now)
+                    .await
+            }
         })
         .await
     }
@@ -373,6 +459,75 @@ impl SessionStore for SqlStore {
         .await
     }
 
+    async fn get(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            ", s.revoke_reason FROM sessions s WHERE s.id = ?"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(session_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(record_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
+    async fn list_identity(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            ", s.revoke_reason FROM sessions s WHERE s.app_id = ? AND s.openid = ? \
+             ORDER BY s.created_at DESC, s.id"
+        );
+        let rows = sqlx::query(self.q(SQL))
+            .bind(app_id.as_str())
+            .bind(openid.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(record_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)
+    }
+
+    async fn delete_identity(&self, app_id: &AppId, openid: &OpenId) -> Result<u64, StoreError> {
+        const TOKENS: &str = "DELETE FROM tokens WHERE session_id IN \
+             (SELECT s.id FROM sessions s WHERE s.app_id = ? AND s.openid = ?)";
+        const SESSIONS: &str = "DELETE FROM sessions WHERE app_id = ? AND openid = ?";
+        let (app_id, openid) = (app_id.to_string(), openid.to_string());
+        self.detached(move |store| {
+            let (app_id, openid) = (app_id.clone(), openid.clone());
+            async move {
+                let mut tx = store.begin().await?;
+                sqlx::query(store.q(TOKENS))
+                    .bind(app_id.clone())
+                    .bind(openid.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let n = sqlx::query(store.q(SESSIONS))
+                    .bind(app_id)
+                    .bind(openid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?
+                    .rows_affected();
+                tx.commit().await.map_err(store_error)?;
+                Ok(n)
+            }
+        })
+        .await
+    }
+
     async fn set_session_key(&self, session_id: &str, sealed: &str) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE sessions SET session_key = ? WHERE id = ?";
         let (session_id, sealed) = (session_id.to_owned(), sealed.to_owned());
@@ -396,6 +551,13 @@ impl SessionStore for SqlStore {
         self.detached(move |store| async move { store.run_purge_expired(now, idle_before).await })
             .await
     }
+}
+
+fn record_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        session: session_from_row(row)?,
+        revoke_reason: row.try_get("revoke_reason")?,
+    })
 }
 
 fn session_from_row(row: &AnyRow) -> Result<Session, sqlx::Error> {

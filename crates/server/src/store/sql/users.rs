@@ -9,6 +9,7 @@ use wxauth_wechat::{AppId, OpenId, UnionId};
 
 use super::{SqlStore, abandon, corrupt, store_error};
 use crate::model::{Identity, MergeRule, Phone, Profile, ProfileUpdate, User, UserId};
+use crate::service::audit;
 use crate::store::{LoginOutcome, StoreError, UserStore};
 
 /// How many times a login retries after losing a race on a unique key or a deadlock.
@@ -279,6 +280,18 @@ impl SqlStore {
             .bind(merged.as_str())
             .execute(&mut **tx)
             .await?;
+        let by = audit::Requester {
+            actor: audit::Actor::System,
+            ip: None,
+        };
+        let entry = audit::entry(
+            &by,
+            "person.merged",
+            Some(audit::user_target(&survivor.id)),
+            Some(serde_json::json!({ "merged_id": merged.as_str() })),
+            now,
+        );
+        self.insert_audit(tx, &entry).await?;
         let p = &survivor.profile;
         sqlx::query(self.q(SET_ALL))
             .bind(survivor.unionid.as_ref().map(UnionId::as_str))
@@ -452,7 +465,7 @@ impl UserNames {
     };
 }
 
-fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+pub(super) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     user_from_named(row, &UserNames::PLAIN)
 }
 
@@ -489,7 +502,7 @@ pub(super) fn user_from_named(row: &AnyRow, names: &UserNames) -> Result<User, s
     })
 }
 
-fn identity_from_row(row: &AnyRow) -> Result<Identity, sqlx::Error> {
+pub(super) fn identity_from_row(row: &AnyRow) -> Result<Identity, sqlx::Error> {
     Ok(Identity {
         app_id: AppId::parse(row.try_get::<String, _>("app_id")?).map_err(corrupt("app_id"))?,
         openid: OpenId::parse(row.try_get::<String, _>("openid")?).map_err(corrupt("openid"))?,

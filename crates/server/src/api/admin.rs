@@ -1,0 +1,240 @@
+//! The admin API under `/v1/admin/`, for operators with an `[[admins]]` key: find persons,
+//! see one whole (phone unmasked, identities, sessions, merges), revoke sessions, erase a
+//! person, read the audit log. Every call is written to the audit log.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::views::{AuditView, PersonView, UserRecordView};
+use crate::error::ApiError;
+use crate::extract::{Admin, ApiPath, ApiQuery};
+use crate::model::UserId;
+use crate::service::admin::{self, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::service::audit::{Actor, Requester};
+use crate::service::login::ClientMeta;
+use crate::state::AppState;
+use crate::store::sql::UserFilter;
+
+/// The admin routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/users", get(find_users))
+        .route("/v1/admin/users/{id}", get(user).delete(delete_user))
+        .route(
+            "/v1/admin/users/{id}/revoke-sessions",
+            post(revoke_user_sessions),
+        )
+        .route("/v1/admin/sessions/{id}/revoke", post(revoke_session))
+        .route("/v1/admin/audit", get(audit))
+}
+
+fn requester(admin: Admin, meta: ClientMeta) -> Requester {
+    Requester {
+        actor: Actor::Admin(admin.0),
+        ip: meta.ip,
+    }
+}
+
+/// `GET /v1/admin/users`: at most one of the filters, then paging.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    /// A person id.
+    pub id: Option<String>,
+    /// An openid (in any mini program).
+    pub openid: Option<String>,
+    /// A unionid.
+    pub unionid: Option<String>,
+    /// A whole phone number (national, or `+` with the country code).
+    pub phone: Option<String>,
+    /// A part of the nickname.
+    pub q: Option<String>,
+    /// Results per page (1 to 100, default 20).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl UsersQuery {
+    fn filter(&self) -> Result<UserFilter, ApiError> {
+        let given: Vec<(&str, &String)> = [
+            ("id", &self.id),
+            ("openid", &self.openid),
+            ("unionid", &self.unionid),
+            ("phone", &self.phone),
+            ("q", &self.q),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+        .collect();
+        let (name, value) = match given.as_slice() {
+            [] => return Ok(UserFilter::All),
+            [(name, value)] => (*name, value.trim().to_owned()),
+            _ => {
+                return Err(ApiError::InvalidRequest(
+                    "search by one of id, openid, unionid, phone, q at a time".into(),
+                ));
+            }
+        };
+        if value.is_empty() || value.len() > 256 {
+            return Err(ApiError::InvalidRequest(
+                format!("{name} must be 1 to 256 characters").into(),
+            ));
+        }
+        Ok(match name {
+            "id" => UserFilter::Id(value),
+            "openid" => UserFilter::OpenId(value),
+            "unionid" => UserFilter::UnionId(value),
+            "phone" => {
+                let phone: String = value.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+                let digits = phone.strip_prefix('+').unwrap_or(&phone);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ApiError::InvalidRequest(
+                        "phone must be a whole number: digits, optionally after + and the \
+                         country code"
+                            .into(),
+                    ));
+                }
+                UserFilter::Phone(phone)
+            }
+            _ => UserFilter::Nickname(value),
+        })
+    }
+}
+
+/// Results per page as asked, checked.
+fn limit(asked: Option<i64>) -> Result<i64, ApiError> {
+    match asked {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::InvalidRequest(
+            format!("limit must be from 1 to {MAX_LIMIT}").into(),
+        )),
+    }
+}
+
+fn cursor(cursor: Option<&String>) -> Result<Option<&str>, ApiError> {
+    match cursor.map(String::as_str) {
+        Some(c) if c.is_empty() || c.len() > 64 => {
+            Err(ApiError::InvalidRequest("the cursor is not valid".into()))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A page of persons.
+#[derive(Debug, Serialize)]
+pub struct UsersPage {
+    /// The persons, by id (oldest first).
+    pub users: Vec<UserRecordView>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+async fn find_users(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiQuery(query): ApiQuery<UsersQuery>,
+) -> Result<Json<UsersPage>, ApiError> {
+    let filter = query.filter()?;
+    let limit = limit(query.limit)?;
+    let cursor = cursor(query.cursor.as_ref())?;
+    let by = requester(admin, meta);
+    let page = admin::find_users(&state, &by, &filter, cursor, limit).await?;
+    Ok(Json(UsersPage {
+        users: page.items.iter().map(UserRecordView::new).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+async fn user(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<PersonView>, ApiError> {
+    let by = requester(admin, meta);
+    let record = admin::user(&state, &by, &UserId::new(id)).await?;
+    Ok(Json(PersonView::new(&record, state.now())))
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let by = requester(admin, meta);
+    admin::delete_user(&state, &by, &UserId::new(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many sessions a revocation ended.
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    /// Sessions that were live and are now revoked.
+    pub revoked: u64,
+}
+
+async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    let by = requester(admin, meta);
+    let revoked = admin::revoke_user_sessions(&state, &by, &UserId::new(id)).await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    let by = requester(admin, meta);
+    let was_live = admin::revoke_session(&state, &by, &id).await?;
+    Ok(Json(Revoked {
+        revoked: u64::from(was_live),
+    }))
+}
+
+/// `GET /v1/admin/audit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries per page (1 to 100, default 20).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    /// The entries, newest first.
+    pub entries: Vec<AuditView>,
+    /// Pass as `cursor` for the next (older) page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = limit(query.limit)?;
+    let cursor = cursor(query.cursor.as_ref())?;
+    let by = requester(admin, meta);
+    let page = admin::audit_log(&state, &by, cursor, limit).await?;
+    Ok(Json(AuditPage {
+        entries: page.items.iter().map(AuditView::new).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
