@@ -14,7 +14,8 @@
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
 //! - [`jwt`]: signed access tokens, the signing keys and the published key set.
 //! - [`client_ip`]: the client's address behind trusted proxies.
-//! - [`instruments`]: Prometheus metrics (`GET /metrics`); [`limits`]: rate limits.
+//! - [`instruments`]: Prometheus metrics (`GET /metrics`); [`limits`]: rate limits;
+//!   [`stats`]: login and WeChat statistics, counted in memory and flushed in batches.
 //! - [`import`]: `wxauth import django`, users of a Django backend brought over.
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod seal;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

@@ -97,6 +97,7 @@ impl Application {
             None => None,
         };
         let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
+        let stats = Arc::new(crate::stats::Stats::new(stores.sql.clone(), clock.clone()));
         let wechat_config = ClientConfig {
             api_base: config.wechat.api_base.clone(),
             timeout: config.wechat.timeout,
@@ -104,7 +105,9 @@ impl Application {
             busy_retries: config.wechat.busy_retries,
             max_concurrency: config.wechat.max_concurrency,
             concurrency_wait: config.wechat.concurrency_wait,
-            observer: Some(Arc::new(crate::instruments::WechatMetrics::new(None))),
+            observer: Some(Arc::new(crate::instruments::WechatMetrics::new(Some(
+                stats.clone(),
+            )))),
             ..ClientConfig::default()
         };
         // The access-token cache is shared with every other instance through the store.
@@ -160,6 +163,7 @@ impl Application {
         let limiter = crate::limits::Limiter::new(&config.limits, stores.redis.as_deref());
         let state = AppState::new(Inner {
             limiter,
+            stats,
             apps,
             default_app,
             wechat,
@@ -230,6 +234,8 @@ impl Application {
         let purge = tokio::spawn(purge_loop(self.state.clone()));
         let reload_keys = tokio::spawn(self.state.keys.clone().reload_loop());
         let upkeep = tokio::spawn(crate::instruments::upkeep_loop());
+        let stats = self.state.stats.clone();
+        let flush_stats = tokio::spawn(stats.clone().flush_loop());
         let metrics_server = self.metrics_listener.map(|(listener, _)| {
             tokio::spawn(async move {
                 if let Err(err) = axum::serve(listener, api::metrics_router()).await {
@@ -248,6 +254,11 @@ impl Application {
         upkeep.abort();
         if let Some(task) = metrics_server {
             task.abort();
+        }
+        // What was counted since the last flush is written before the process goes.
+        flush_stats.abort();
+        if let Err(err) = stats.flush().await {
+            tracing::warn!(error = %err, "could not write the last statistics");
         }
         Ok(())
     }

@@ -52,6 +52,8 @@ pub struct Inner {
     pub keys: crate::jwt::KeyRing,
     /// `[limits]`.
     pub limiter: crate::limits::Limiter,
+    /// Login and WeChat statistics (`GET /v1/admin/stats`).
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Where uploads go and how they are reached.
@@ -118,10 +120,10 @@ impl AppState {
     }
 
     /// Records use of a session without holding up the request; at most once a minute, so
-    /// an authenticated request stays one read.
-    pub fn touch_later(&self, session: &Session, now: i64) {
+    /// an authenticated request stays one read. Whether it did.
+    pub fn touch_later(&self, session: &Session, now: i64) -> bool {
         if now - session.last_seen_at < crate::store::sql::TOUCH_EVERY {
-            return;
+            return false;
         }
         let sessions = self.stores.sessions.clone();
         let id = session.id.clone();
@@ -131,5 +133,6 @@ impl AppState {
                 tracing::debug!(error = %err, "could not record session use");
             }
         });
+        true
     }
 }

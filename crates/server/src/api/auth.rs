@@ -71,6 +71,10 @@ async fn login(
         Err(err) => err.parts().1,
     };
     crate::instruments::login(app_id, outcome);
+    if let Some(app_id) = app_id {
+        let user = result.as_ref().ok().map(|done| &done.user.id);
+        state.stats.login(app_id, outcome, user);
+    }
     let done = result?;
     Ok(Json(LoginResponse {
         user: UserView::new(&done.user, &done.app_id, &done.openid),

@@ -67,7 +67,12 @@ pub struct TokenPair {
 /// session is marked as used (at most once a minute).
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let caller = resolve(state, token).await?;
-    state.touch_later(&caller.session, state.now());
+    // The person is active: counted with the session's use, so at most once a minute.
+    if state.touch_later(&caller.session, state.now()) {
+        state
+            .stats
+            .active(&caller.principal.app_id, &caller.principal.user_id);
+    }
     Ok(caller)
 }
 
