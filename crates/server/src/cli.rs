@@ -272,7 +272,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(cli.config)?;
             telemetry::init(&config.log);
             let app = Application::build(config).await?;
-            tracing::info!(addr = %app.local_addr(), "wxauth listening");
+            match app.metrics_addr() {
+                Some(metrics_addr) => {
+                    tracing::info!(addr = %app.local_addr(), %metrics_addr, "wxauth listening");
+                }
+                None => tracing::info!(addr = %app.local_addr(), "wxauth listening"),
+            }
             app.run_until_stopped().await?;
         }
         Command::Migrate => {

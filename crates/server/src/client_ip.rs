@@ -73,6 +73,11 @@ impl ClientIp {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
+    /// Whether the proxy headers of a connection from `peer` are believed.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.is_trusted(peer.to_canonical())
+    }
+
     /// The peer itself, unless it is a trusted proxy. Then `X-Forwarded-For` is read from the
     /// right, where the nearest proxy appended the address it saw: trusted proxies are
     /// skipped, and the first address that is not one is the client. Everything to its left

@@ -65,6 +65,10 @@ pub struct Config {
     pub events: EventsConfig,
     /// Signed webhooks: where events are sent.
     pub webhooks: Vec<WebhookConfig>,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// Rate limits per client address and per app.
+    pub limits: LimitsConfig,
 }
 
 /// `[events]`
@@ -233,6 +237,227 @@ fn resolve_webhook(hook: &WebhookConfig) -> Result<Webhook, String> {
         backoff: hook.backoff,
         max_backoff: hook.max_backoff,
     })
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on this address only (e.g. "127.0.0.1:9464"), not on the main
+    /// listener. Unset: `/metrics` is on the main listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[limits]`: token buckets for the routes that cost a WeChat call or a write. Each action
+/// has a bucket per client address (`per_ip`) and one per app (`per_app`), written
+/// `"N/s"`, `"N/m"`, `"N/h"` or `"N/d"`: up to N at once, refilled at N per second, minute,
+/// hour or day. `"0"` turns that bucket off. Shared by every instance through Redis when
+/// sessions are in Redis; each instance counts for itself otherwise.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// `POST /v1/auth/login` (default 300/m per address, 500/s per app).
+    pub login: LimitConfig,
+    /// `POST /v1/auth/refresh` (default 300/m per address, 1000/s per app).
+    pub refresh: LimitConfig,
+    /// `POST /v1/auth/check` (default 60/m per address, 200/s per app).
+    pub check: LimitConfig,
+    /// `POST /v1/me/phone` (default 30/m per address, 50/s per app).
+    pub phone: LimitConfig,
+    /// `POST /v1/me/userinfo` (default 60/m per address, 200/s per app).
+    pub userinfo: LimitConfig,
+    /// `POST /v1/me/avatar` (default 30/m per address, 50/s per app).
+    pub avatar: LimitConfig,
+}
+
+/// One action's buckets; a bucket left out keeps its default.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    /// Per client address.
+    pub per_ip: Option<Rate>,
+    /// Per app.
+    pub per_app: Option<Rate>,
+}
+
+/// A token bucket's size and refill: up to `burst` at once, `burst` more each `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed at once (0: no limit).
+    pub burst: u32,
+    /// The time in which the bucket refills completely.
+    pub period: Duration,
+}
+
+impl Rate {
+    /// No limit.
+    pub const OFF: Rate = Rate {
+        burst: 0,
+        period: Duration::from_secs(1),
+    };
+
+    /// `n` per `period`.
+    pub const fn per(n: u32, period: Duration) -> Self {
+        Self { burst: n, period }
+    }
+
+    /// Whether this bucket limits anything.
+    pub fn is_on(&self) -> bool {
+        self.burst > 0
+    }
+
+    /// Reads `"N/s"`, `"N/m"`, `"N/h"`, `"N/d"`, or `"0"` (off).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wxauth::config::Rate;
+    /// assert_eq!(Rate::parse("30/m"), Ok(Rate::per(30, Duration::from_secs(60))));
+    /// assert_eq!(Rate::parse("0"), Ok(Rate::OFF));
+    /// assert!(Rate::parse("30 per minute").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bad = || {
+            format!(
+                "{text:?} is not a rate: write e.g. \"30/m\" (N/s, N/m, N/h or N/d), or \"0\" \
+                 for no limit"
+            )
+        };
+        if text == "0" {
+            return Ok(Self::OFF);
+        }
+        let (n, unit) = text.split_once('/').ok_or_else(bad)?;
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        let secs = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            "d" | "day" => 86_400,
+            _ => return Err(bad()),
+        };
+        if n == 0 {
+            return Ok(Self::OFF);
+        }
+        Ok(Self::per(n, Duration::from_secs(secs)))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.is_on() {
+            return f.write_str("0");
+        }
+        let unit = match self.period.as_secs() {
+            1 => "s",
+            60 => "m",
+            3600 => "h",
+            _ => "d",
+        };
+        write!(f, "{}/{unit}", self.burst)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(0) => Ok(Self::OFF),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "{n} is not a rate: write e.g. \"{n}/m\", or 0 for no limit"
+            ))),
+            Raw::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The limited actions, as `[limits]` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitedAction {
+    /// `POST /v1/auth/login`
+    Login,
+    /// `POST /v1/auth/refresh`
+    Refresh,
+    /// `POST /v1/auth/check`
+    Check,
+    /// `POST /v1/me/phone`
+    Phone,
+    /// `POST /v1/me/userinfo`
+    Userinfo,
+    /// `POST /v1/me/avatar`
+    Avatar,
+}
+
+impl LimitedAction {
+    /// Every action.
+    pub const ALL: [LimitedAction; 6] = [
+        Self::Login,
+        Self::Refresh,
+        Self::Check,
+        Self::Phone,
+        Self::Userinfo,
+        Self::Avatar,
+    ];
+
+    /// The name in `[limits]`, in metrics and in Redis keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Refresh => "refresh",
+            Self::Check => "check",
+            Self::Phone => "phone",
+            Self::Userinfo => "userinfo",
+            Self::Avatar => "avatar",
+        }
+    }
+
+    /// The default (per address, per app).
+    pub fn defaults(self) -> (Rate, Rate) {
+        const S: Duration = Duration::from_secs(1);
+        const M: Duration = Duration::from_secs(60);
+        match self {
+            Self::Login => (Rate::per(300, M), Rate::per(500, S)),
+            Self::Refresh => (Rate::per(300, M), Rate::per(1000, S)),
+            Self::Check | Self::Userinfo => (Rate::per(60, M), Rate::per(200, S)),
+            Self::Phone | Self::Avatar => (Rate::per(30, M), Rate::per(50, S)),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The buckets of an action, defaults filled in: (per address, per app).
+    pub fn rates(&self, action: LimitedAction) -> (Rate, Rate) {
+        let set = match action {
+            LimitedAction::Login => self.login,
+            LimitedAction::Refresh => self.refresh,
+            LimitedAction::Check => self.check,
+            LimitedAction::Phone => self.phone,
+            LimitedAction::Userinfo => self.userinfo,
+            LimitedAction::Avatar => self.avatar,
+        };
+        let (ip, app) = action.defaults();
+        (set.per_ip.unwrap_or(ip), set.per_app.unwrap_or(app))
+    }
+
+    /// Every bucket set to `rate` (tests and benchmarks from one address).
+    pub fn all(rate: Rate) -> Self {
+        let set = LimitConfig {
+            per_ip: Some(rate),
+            per_app: Some(rate),
+        };
+        Self {
+            login: set,
+            refresh: set,
+            check: set,
+            phone: set,
+            userinfo: set,
+            avatar: set,
+        }
+    }
 }
 
 /// `[storage]`
@@ -445,6 +670,12 @@ pub struct WechatConfig {
     pub connect_timeout: Duration,
     /// How many times a "system busy" (-1) answer is retried.
     pub busy_retries: u32,
+    /// Most calls to WeChat in flight at once, over all apps; 0 turns the cap off.
+    pub max_concurrency: usize,
+    /// How long a call beyond `max_concurrency` waits for a free place before the request
+    /// is answered 503 `overloaded`.
+    #[serde(with = "duration")]
+    pub concurrency_wait: Duration,
 }
 
 impl Default for WechatConfig {
@@ -454,6 +685,8 @@ impl Default for WechatConfig {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             busy_retries: 2,
+            max_concurrency: 64,
+            concurrency_wait: Duration::from_secs(1),
         }
     }
 }

@@ -93,6 +93,13 @@ pub enum ApiError {
     /// finish in time.
     #[error("code exchange in progress")]
     CodeInProgress,
+    /// A rate limit of `[limits]` refused the request; it may be retried after this many
+    /// seconds.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until the request would be accepted.
+        retry_after: u64,
+    },
     /// A store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -250,6 +257,11 @@ impl ApiError {
                  moment, or call wx.login for a new code"
                     .into(),
             ),
+            E::RateLimited { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests: retry in {retry_after} s").into(),
+            ),
             E::Store(StoreError::Unavailable { store, .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -323,6 +335,11 @@ fn wechat_parts(err: &WechatError) -> (StatusCode, &'static str, Cow<'static, st
                 "WeChat answered with an error".into(),
             ),
         },
+        WechatError::Overloaded => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many calls to WeChat are in flight: retry shortly".into(),
+        ),
         WechatError::Timeout(_) => (
             StatusCode::GATEWAY_TIMEOUT,
             "wechat_timeout",
@@ -357,14 +374,18 @@ impl ApiError {
             E::Wechat(WechatError::Api {
                 kind: ApiErrorKind::RateLimited,
                 ..
-            }) => Some("60"),
-            E::Wechat(WechatError::Api {
-                kind: ApiErrorKind::Busy,
-                ..
-            })
+            }) => Some(60),
+            E::RateLimited { retry_after } => Some(*retry_after),
+            E::Wechat(
+                WechatError::Api {
+                    kind: ApiErrorKind::Busy,
+                    ..
+                }
+                | WechatError::Overloaded,
+            )
             | E::Store(StoreError::Unavailable { .. })
             | E::CodeInProgress
-            | E::Overloaded => Some("1"),
+            | E::Overloaded => Some(1),
             _ => None,
         };
         let mut headers = Vec::new();
@@ -372,13 +393,16 @@ impl ApiError {
             headers.push((header::WWW_AUTHENTICATE, value));
         }
         if let Some(seconds) = retry_after {
-            headers.push((header::RETRY_AFTER, HeaderValue::from_static(seconds)));
+            headers.push((header::RETRY_AFTER, HeaderValue::from(seconds)));
         }
         headers
     }
 
     /// Server-side failures go to the log (with details that never reach the client).
     fn log(&self, status: StatusCode) {
+        if let ApiError::Store(err) = self {
+            crate::instruments::store_error(err);
+        }
         match self {
             ApiError::Store(err) if status.is_server_error() => {
                 tracing::error!(error = ?anyhow_chain(err), "store failure");

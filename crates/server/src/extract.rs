@@ -1,6 +1,9 @@
 //! Request extractors whose rejections are the API's own errors: JSON bodies, query strings,
 //! bearer tokens (authenticated by the service), admin keys and the client's address.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -111,6 +114,51 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
+/// The client's address: the peer, or what a trusted proxy forwarded (`None` only for a
+/// request that did not come over a socket).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+/// Set once a forwarded address was seen from a peer that is not a trusted proxy.
+static UNTRUSTED_FORWARDING_SEEN: AtomicBool = AtomicBool::new(false);
+
+impl ClientAddr {
+    fn of(parts: &Parts, state: &AppState) -> Self {
+        Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| {
+                    let peer = info.0.ip();
+                    if !state.client_ip.trusts(peer)
+                        && parts.headers.contains_key("x-forwarded-for")
+                        && !UNTRUSTED_FORWARDING_SEEN.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::warn!(
+                            %peer,
+                            "a request came with X-Forwarded-For from an address that is not in \
+                             server.trusted_proxies: if wxauth is behind a proxy, list it there, \
+                             or every client counts as the proxy's address (rate limits per \
+                             address would then throttle everyone together)"
+                        );
+                    }
+                    state.client_ip.resolve(peer, &parts.headers)
+                }),
+        )
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts, state))
+    }
+}
+
 /// An operator of the admin API, from `Authorization: Bearer <admin key>`: the name its
 /// `[[admins]]` entry gives. A user's access token is never an admin key (nor the reverse:
 /// `/v1/me` refuses admin keys), so both answer 401 here.
@@ -138,15 +186,7 @@ impl FromRequestParts<AppState> for ClientMeta {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| {
-                state
-                    .client_ip
-                    .resolve(info.0.ip(), &parts.headers)
-                    .to_string()
-            });
+        let ip = ClientAddr::of(parts, state).0.map(|ip| ip.to_string());
         let user_agent = parts
             .headers
             .get(USER_AGENT)

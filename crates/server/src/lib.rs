@@ -15,6 +15,8 @@
 //! - [`tokens`]: opaque tokens and their hashes; [`seal`]: session_keys sealed at rest.
 //! - [`jwt`]: signed access tokens, the signing keys and the published key set.
 //! - [`client_ip`]: the client's address behind trusted proxies.
+//! - [`instruments`]: Prometheus metrics (`GET /metrics`); [`limits`]: rate limits;
+//!   [`stats`]: login and WeChat statistics, counted in memory and flushed in batches.
 //! - [`import`]: `wxauth import django`, users of a Django backend brought over.
 
 pub mod admin;
@@ -28,12 +30,15 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod import;
+pub mod instruments;
 pub mod jwt;
+pub mod limits;
 pub mod model;
 pub mod seal;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

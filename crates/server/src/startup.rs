@@ -55,6 +55,8 @@ const SHED_CONNECTIONS: usize = 1024;
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// `[metrics] listen`, when `/metrics` has a listener of its own.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     state: AppState,
     limits: Limits,
     webhooks: Vec<crate::config::Webhook>,
@@ -86,13 +88,29 @@ impl Application {
             );
         }
         ensure_media_dir(&config.storage.media_dir)?;
+        let metrics_listener = match config.metrics.listen {
+            Some(listen) => {
+                let listener = bind_metrics(listen).await?;
+                let addr = listener
+                    .local_addr()
+                    .context("Failed to read the bound metrics address")?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
         let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
         stores.sql.set_endpoints(endpoints(&resolved.webhooks));
+        let stats = Arc::new(crate::stats::Stats::new(stores.sql.clone(), clock.clone()));
         let wechat_config = ClientConfig {
             api_base: config.wechat.api_base.clone(),
             timeout: config.wechat.timeout,
             connect_timeout: config.wechat.connect_timeout,
             busy_retries: config.wechat.busy_retries,
+            max_concurrency: config.wechat.max_concurrency,
+            concurrency_wait: config.wechat.concurrency_wait,
+            observer: Some(Arc::new(crate::instruments::WechatMetrics::new(Some(
+                stats.clone(),
+            )))),
             ..ClientConfig::default()
         };
         // The access-token cache is shared with every other instance through the store.
@@ -145,7 +163,10 @@ impl Application {
             clock.clone(),
         )
         .await?;
+        let limiter = crate::limits::Limiter::new(&config.limits, stores.redis.as_deref());
         let state = AppState::new(Inner {
+            limiter,
+            stats,
             apps,
             default_app,
             wechat,
@@ -177,6 +198,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            metrics_listener,
             state,
             limits: Limits::new(&config.server),
             webhooks: resolved.webhooks,
@@ -191,6 +213,12 @@ impl Application {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address `/metrics` is served on when `[metrics] listen` gives it a listener of
+    /// its own (`None`: it is on the main listener).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The shared state (for in-process tools and tests).
@@ -213,10 +241,28 @@ impl Application {
         let reload_keys = tokio::spawn(self.state.keys.clone().reload_loop());
         let deliveries = Workers::start(self.state.stores.sql.clone(), &self.webhooks)
             .map_err(std::io::Error::other)?;
-        let app = api::router(self.state, self.limits.request_timeout);
+        let upkeep = tokio::spawn(crate::instruments::upkeep_loop());
+        let stats = self.state.stats.clone();
+        let flush_stats = tokio::spawn(stats.clone().flush_loop());
+        let metrics_server = self.metrics_listener.map(|(listener, _)| {
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, api::metrics_router()).await {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            })
+        });
+        let app = api::router(
+            self.state,
+            self.limits.request_timeout,
+            metrics_server.is_none(),
+        );
         serve(self.listener, app, self.limits, shutdown).await;
         purge.abort();
         reload_keys.abort();
+        upkeep.abort();
+        if let Some(task) = metrics_server {
+            task.abort();
+        }
         // Attempts in flight end within their timeout; what is left is given back.
         let grace = self
             .webhooks
@@ -226,6 +272,11 @@ impl Application {
             .unwrap_or_default()
             .min(self.limits.shutdown_grace);
         deliveries.shutdown(grace).await;
+        // What was counted since the last flush is written before the process goes.
+        flush_stats.abort();
+        if let Err(err) = stats.flush().await {
+            tracing::warn!(error = %err, "could not write the last statistics");
+        }
         Ok(())
     }
 }
@@ -273,6 +324,17 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
              the config file or the WXAUTH_SERVER__LISTEN environment variable (wxauth serve), \
              or with --listen (wxauth demo)"
         ))
+    })
+}
+
+/// Binds `[metrics] listen`.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "Failed to listen on {addr} for /metrics: choose another address with \
+             metrics.listen (WXAUTH_METRICS__LISTEN), or leave it out to serve /metrics on \
+             server.listen"
+        )
     })
 }
 
@@ -696,7 +758,10 @@ pub async fn purge(state: &AppState) {
     match state.stores.sessions.purge_expired(now, idle_before).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(rows = n, "purged expired tokens and sessions"),
-        Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
+        Err(err) => {
+            crate::instruments::store_error(&err);
+            tracing::warn!(error = %err, "could not purge expired sessions");
+        }
     }
     match state
         .stores

@@ -54,6 +54,10 @@ pub struct Inner {
     pub feed_wait_cap: Duration,
     /// How long events are kept once delivered.
     pub events_retention: Duration,
+    /// `[limits]`.
+    pub limiter: crate::limits::Limiter,
+    /// Login and WeChat statistics (`GET /v1/admin/stats`).
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Where uploads go and how they are reached.
@@ -120,17 +124,19 @@ impl AppState {
     }
 
     /// Records use of a session without holding up the request; at most once a minute, so
-    /// an authenticated request stays one read.
-    pub fn touch_later(&self, session: &Session, now: i64) {
+    /// an authenticated request stays one read. Whether it did.
+    pub fn touch_later(&self, session: &Session, now: i64) -> bool {
         if now - session.last_seen_at < crate::store::sql::TOUCH_EVERY {
-            return;
+            return false;
         }
         let sessions = self.stores.sessions.clone();
         let id = session.id.clone();
         tokio::spawn(async move {
             if let Err(err) = sessions.touch(&id, now).await {
+                crate::instruments::store_error(&err);
                 tracing::debug!(error = %err, "could not record session use");
             }
         });
+        true
     }
 }

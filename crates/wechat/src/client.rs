@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::crypto::session_key_signature;
 use crate::error::{ApiErrorKind, WechatError};
+use crate::observe::{CallEvent, Endpoint, Observer};
 use crate::token::{AccessToken, MemoryTokenStore, TokenStore};
 use crate::types::{
     AppCredentials, AppId, Code2Session, JsCode, OpenId, ParseError, PhoneInfo, SessionKey, UnionId,
@@ -43,16 +44,6 @@ const LEASE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest wait between two busy retries, whatever the configured first backoff.
 const MAX_BUSY_BACKOFF: Duration = Duration::from_secs(10);
-
-/// The endpoints, as paths below the API base.
-mod endpoint {
-    pub const CODE2SESSION: &str = "/sns/jscode2session";
-    pub const STABLE_TOKEN: &str = "/cgi-bin/stable_token";
-    pub const TOKEN: &str = "/cgi-bin/token";
-    pub const PHONE_NUMBER: &str = "/wxa/business/getuserphonenumber";
-    pub const CHECK_SESSION: &str = "/wxa/checksession";
-    pub const RESET_SESSION_KEY: &str = "/wxa/resetusersessionkey";
-}
 
 /// Which WeChat API hands out access tokens.
 ///
@@ -103,6 +94,14 @@ pub struct ClientConfig {
     /// How long before its expiry a cached access token is refreshed, default 300 s; each
     /// client adds a random 0 to 60 s so instances spread their refreshes.
     pub token_refresh_ahead: Duration,
+    /// Most calls in flight to WeChat at once (0: no limit, the default). A call beyond it
+    /// waits up to [`ClientConfig::concurrency_wait`] for a free place, then fails with
+    /// [`WechatError::Overloaded`] without being sent.
+    pub max_concurrency: usize,
+    /// How long a call waits for a place under `max_concurrency`, default 1 s.
+    pub concurrency_wait: Duration,
+    /// Told about every call and access-token fetch (for metrics); none by default.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for ClientConfig {
@@ -116,6 +115,9 @@ impl Default for ClientConfig {
             busy_backoff: Duration::from_millis(100),
             token_mode: TokenMode::Stable,
             token_refresh_ahead: Duration::from_secs(300),
+            max_concurrency: 0,
+            concurrency_wait: Duration::from_secs(1),
+            observer: None,
         }
     }
 }
@@ -141,6 +143,9 @@ impl fmt::Debug for ClientConfig {
             .field("busy_backoff", &self.busy_backoff)
             .field("token_mode", &self.token_mode)
             .field("token_refresh_ahead", &self.token_refresh_ahead)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("concurrency_wait", &self.concurrency_wait)
+            .field("observer", &self.observer.is_some())
             .finish()
     }
 }
@@ -171,6 +176,8 @@ struct Inner {
     refreshers: StdMutex<HashMap<AppId, Arc<tokio::sync::Mutex<Refresher>>>>,
     /// This client's share of the refresh jitter, drawn once so its margin is stable.
     refresh_jitter: Duration,
+    /// Places for calls in flight, when `max_concurrency` caps them.
+    slots: Option<tokio::sync::Semaphore>,
 }
 
 /// What one app's refresher remembers between refreshes.
@@ -192,7 +199,7 @@ impl fmt::Debug for WechatClient {
 
 /// One request to WeChat. `query` may hold secrets: it only ever goes into the URL.
 struct Call<'a> {
-    path: &'static str,
+    endpoint: Endpoint,
     app_id: &'a AppId,
     query: Vec<(&'static str, &'a str)>,
     /// A JSON body makes it a POST; none makes it a GET.
@@ -241,6 +248,9 @@ impl WechatClient {
             .build()
             .map_err(|_| WechatError::Config("the HTTP client could not be built".into()))?;
         let refresh_jitter = Duration::from_secs(rand::random_range(0..=MAX_REFRESH_JITTER_SECS));
+        let config_slots = config
+            .max_concurrency
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -248,6 +258,7 @@ impl WechatClient {
                 store,
                 refreshers: StdMutex::default(),
                 refresh_jitter,
+                slots: (config_slots > 0).then(|| tokio::sync::Semaphore::new(config_slots)),
             }),
         })
     }
@@ -276,7 +287,7 @@ impl WechatClient {
     ) -> Result<Code2Session, WechatError> {
         let answer = self
             .call(&Call {
-                path: endpoint::CODE2SESSION,
+                endpoint: Endpoint::Code2Session,
                 app_id: &app.app_id,
                 query: vec![
                     ("appid", app.app_id.as_str()),
@@ -331,7 +342,7 @@ impl WechatClient {
         self.with_access_token(app, |token| async move {
             let answer = self
                 .call(&Call {
-                    path: endpoint::PHONE_NUMBER,
+                    endpoint: Endpoint::PhoneNumber,
                     app_id: &app.app_id,
                     query: vec![("access_token", token.expose_secret())],
                     body: Some(json!({ "code": code })),
@@ -372,7 +383,7 @@ impl WechatClient {
                 let signature = &signature;
                 async move {
                     self.call(&Call {
-                        path: endpoint::CHECK_SESSION,
+                        endpoint: Endpoint::CheckSession,
                         app_id: &app.app_id,
                         query: session_key_query(&token, openid, signature),
                         body: None,
@@ -413,7 +424,7 @@ impl WechatClient {
                 let signature = &signature;
                 async move {
                     self.call(&Call {
-                        path: endpoint::RESET_SESSION_KEY,
+                        endpoint: Endpoint::ResetSessionKey,
                         app_id: &app.app_id,
                         query: session_key_query(&token, openid, signature),
                         body: None,
@@ -603,12 +614,20 @@ impl WechatClient {
         Ok(token)
     }
 
-    /// Asks WeChat for an access token.
+    /// Asks WeChat for an access token, and tells the observer how that went.
     async fn fetch_token(&self, app: &AppCredentials) -> Result<AccessToken, WechatError> {
+        let result = self.request_token(app).await;
+        if let Some(observer) = &self.inner.config.observer {
+            observer.token_fetched(&app.app_id, result.as_ref().map(|_| ()));
+        }
+        result
+    }
+
+    async fn request_token(&self, app: &AppCredentials) -> Result<AccessToken, WechatError> {
         let call = match self.inner.config.token_mode {
             // The secret goes in the body here, so it cannot end up in any URL.
             TokenMode::Stable => Call {
-                path: endpoint::STABLE_TOKEN,
+                endpoint: Endpoint::StableToken,
                 app_id: &app.app_id,
                 query: Vec::new(),
                 body: Some(json!({
@@ -619,7 +638,7 @@ impl WechatClient {
                 })),
             },
             TokenMode::Classic => Call {
-                path: endpoint::TOKEN,
+                endpoint: Endpoint::Token,
                 app_id: &app.app_id,
                 query: vec![
                     ("grant_type", "client_credential"),
@@ -660,7 +679,7 @@ impl WechatClient {
                 {
                     let delay = busy_backoff(config.busy_backoff, attempt);
                     tracing::debug!(
-                        path = call.path,
+                        path = call.endpoint.path(),
                         app_id = %call.app_id,
                         attempt,
                         delay_ms = millis(delay),
@@ -674,15 +693,55 @@ impl WechatClient {
         }
     }
 
-    /// Sends `call` once, in a span naming the endpoint and app, and logs the outcome.
+    /// Sends `call` once (when a place under `max_concurrency` frees up in time), in a span
+    /// naming the endpoint and app, and logs and reports the outcome.
     async fn call_once(&self, call: &Call<'_>, attempt: u32) -> Result<Value, WechatError> {
-        let url = endpoint_url(&self.inner.config.api_base, call.path, &call.query)?;
-        let span =
-            tracing::debug_span!("wechat_call", path = call.path, app_id = %call.app_id, attempt);
+        let url = endpoint_url(
+            &self.inner.config.api_base,
+            call.endpoint.path(),
+            &call.query,
+        )?;
+        let observer = self.inner.config.observer.as_deref();
+        let _place = match &self.inner.slots {
+            None => None,
+            Some(slots) => {
+                let wait = self.inner.config.concurrency_wait;
+                match tokio::time::timeout(wait, slots.acquire()).await {
+                    Ok(Ok(place)) => Some(place),
+                    _ => {
+                        tracing::warn!(
+                            path = call.endpoint.path(),
+                            app_id = %call.app_id,
+                            max_concurrency = self.inner.config.max_concurrency,
+                            "too many WeChat calls in flight; this one was not sent"
+                        );
+                        if let Some(observer) = observer {
+                            observer.call_refused(call.endpoint, call.app_id);
+                        }
+                        return Err(WechatError::Overloaded);
+                    }
+                }
+            }
+        };
+        let span = tracing::debug_span!(
+            "wechat_call",
+            path = call.endpoint.path(),
+            app_id = %call.app_id,
+            attempt
+        );
         async {
             let started = Instant::now();
             let result = self.send(url, call.body.as_ref()).await;
-            let elapsed_ms = millis(started.elapsed());
+            let elapsed = started.elapsed();
+            if let Some(observer) = observer {
+                observer.call_finished(&CallEvent {
+                    endpoint: call.endpoint,
+                    app_id: call.app_id,
+                    outcome: result.as_ref().map(|_| ()),
+                    elapsed,
+                });
+            }
+            let elapsed_ms = millis(elapsed);
             match &result {
                 Ok(_) => tracing::debug!(elapsed_ms, errcode = 0, "WeChat answered"),
                 Err(WechatError::Api {
@@ -869,17 +928,21 @@ mod tests {
     #[test]
     fn endpoint_urls_keep_the_bases_path_prefix() {
         for prefix in ["http://h/wx", "http://h/wx/"] {
-            let url = endpoint_url(&base(prefix), endpoint::CODE2SESSION, &[]).unwrap();
+            let url = endpoint_url(&base(prefix), Endpoint::Code2Session.path(), &[]).unwrap();
             assert_eq!(url.as_str(), "http://h/wx/sns/jscode2session");
         }
-        let url = endpoint_url(&base("http://h:8080"), endpoint::TOKEN, &[]).unwrap();
+        let url = endpoint_url(&base("http://h:8080"), Endpoint::Token.path(), &[]).unwrap();
         assert_eq!(url.as_str(), "http://h:8080/cgi-bin/token");
     }
 
     #[test]
     fn endpoint_urls_drop_the_bases_query_and_fragment() {
-        let url =
-            endpoint_url(&base("http://h/p?x=1#frag"), endpoint::TOKEN, &[("a", "b")]).unwrap();
+        let url = endpoint_url(
+            &base("http://h/p?x=1#frag"),
+            Endpoint::Token.path(),
+            &[("a", "b")],
+        )
+        .unwrap();
         assert_eq!(url.as_str(), "http://h/p/cgi-bin/token?a=b");
     }
 
@@ -887,7 +950,7 @@ mod tests {
     fn every_query_parameter_is_url_encoded() {
         let url = endpoint_url(
             &base("https://api.weixin.qq.com"),
-            endpoint::CODE2SESSION,
+            Endpoint::Code2Session.path(),
             &[("secret", "a&b=c+d #e/f?"), ("js_code", "x y")],
         )
         .unwrap();

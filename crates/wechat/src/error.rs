@@ -114,6 +114,10 @@ pub enum WechatError {
     /// The client is misconfigured (e.g. an API base URL that cannot take a path); nothing was sent.
     #[error("WeChat client configuration: {0}")]
     Config(String),
+    /// `max_concurrency` calls were in flight for longer than `concurrency_wait`: this one was
+    /// not sent.
+    #[error("too many calls to the WeChat API in flight")]
+    Overloaded,
 }
 
 impl WechatError {

@@ -10,12 +10,15 @@
 //!   `SessionKey`) parsed once at the edge; decrypted payloads (`UserInfo`, `PhoneInfo`).
 //! - [`crypto`]: strict `WXBizDataCrypt` decryption, the `rawData` and checksession signatures.
 //! - [`error`]: WeChat errcodes classified by what to do about them, plus transport failures.
+//! - [`observe`]: an [`observe::Observer`] hook told about every call (for a service's metrics),
+//!   and a bounded label for each outcome.
 //!
 //! No web framework here: the crate is usable on its own.
 
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod observe;
 pub mod token;
 pub mod types;
 

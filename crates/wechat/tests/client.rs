@@ -1010,3 +1010,97 @@ async fn no_secret_code_or_token_appears_in_errors_debug_output_or_logs() {
         assert!(!logs.contains(secret.as_str()), "{secret} in the logs");
     }
 }
+
+/// Records what the client tells its observer.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<(&'static str, &'static str)>>,
+    tokens: Mutex<Vec<bool>>,
+    refused: Mutex<Vec<&'static str>>,
+}
+
+impl wxauth_wechat::observe::Observer for Recorder {
+    fn call_finished(&self, event: &wxauth_wechat::observe::CallEvent<'_>) {
+        let label = wxauth_wechat::observe::outcome_label(event.outcome);
+        self.calls
+            .lock()
+            .unwrap()
+            .push((event.endpoint.name(), label));
+    }
+
+    fn token_fetched(&self, _app_id: &AppId, outcome: Result<(), &WechatError>) {
+        self.tokens.lock().unwrap().push(outcome.is_ok());
+    }
+
+    fn call_refused(&self, endpoint: wxauth_wechat::observe::Endpoint, _app_id: &AppId) {
+        self.refused.lock().unwrap().push(endpoint.name());
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_every_call_each_busy_retry_and_each_token_fetch() {
+    let sim = TestSim::start().await;
+    let recorder = Arc::new(Recorder::default());
+    let client = WechatClient::new(ClientConfig {
+        observer: Some(recorder.clone()),
+        ..sim.config()
+    })
+    .unwrap();
+    let app = demo_app();
+    sim.fault(json!({ "path": JSCODE2SESSION, "errcode": -1, "times": 1 }))
+        .await;
+    let code = sim.login("olga").await;
+    client.code2session(&app, &code).await.unwrap();
+    let bad = JsCode::parse("not-a-code-the-sim-knows").unwrap();
+    let err = client.code2session(&app, &bad).await.unwrap_err();
+    assert_eq!(err.errcode(), Some(40029));
+    client.access_token(&app).await.unwrap();
+    assert_eq!(
+        *recorder.calls.lock().unwrap(),
+        [
+            ("jscode2session", "-1"),
+            ("jscode2session", "0"),
+            ("jscode2session", "40029"),
+            ("stable_token", "0"),
+        ]
+    );
+    assert_eq!(*recorder.tokens.lock().unwrap(), [true]);
+    assert!(recorder.refused.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn calls_beyond_max_concurrency_wait_then_fail_unsent() {
+    let sim = TestSim::start().await;
+    let recorder = Arc::new(Recorder::default());
+    let client = WechatClient::new(ClientConfig {
+        max_concurrency: 1,
+        concurrency_wait: Duration::from_millis(100),
+        observer: Some(recorder.clone()),
+        ..sim.config()
+    })
+    .unwrap();
+    let app = demo_app();
+    // The first call holds the only place for a second.
+    sim.fault(json!({ "path": JSCODE2SESSION, "delay_ms": 1000, "times": 1 }))
+        .await;
+    let first = sim.login("pia").await;
+    let second = sim.login("quinn").await;
+    let (slow, refused) = tokio::join!(client.code2session(&app, &first), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.code2session(&app, &second).await
+    });
+    slow.unwrap();
+    assert!(
+        matches!(refused, Err(WechatError::Overloaded)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sim.calls(JSCODE2SESSION).await,
+        1,
+        "the refused call was not sent"
+    );
+    assert_eq!(*recorder.refused.lock().unwrap(), ["jscode2session"]);
+    // With the place free again, calls go through.
+    let third = sim.login("quinn").await;
+    client.code2session(&app, &third).await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! The admin API under `/v1/admin/`, for operators with an `[[admins]]` key: find persons,
 //! see one whole (phone unmasked, identities, sessions, merges), revoke sessions, erase a
-//! person, read the audit log. Every call is written to the audit log.
+//! person, read the audit log and the login and WeChat statistics. Every call is written to
+//! the audit log.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,6 +17,7 @@ use crate::service::admin::{self, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::service::audit::{Actor, Requester};
 use crate::service::login::ClientMeta;
 use crate::state::AppState;
+use crate::stats::{BucketSize, Report};
 use crate::store::sql::UserFilter;
 
 /// The admin routes.
@@ -29,6 +31,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/admin/sessions/{id}/revoke", post(revoke_session))
         .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/stats", get(stats))
 }
 
 fn requester(admin: Admin, meta: ClientMeta) -> Requester {
@@ -237,4 +240,99 @@ async fn audit(
         entries: page.items.iter().map(AuditView::new).collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// `GET /v1/admin/stats`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// Start: Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC); default 7 days
+    /// (`bucket=day`) or 24 hours (`bucket=hour`) before `to`.
+    pub from: Option<String>,
+    /// End (exclusive), written like `from`; default now.
+    pub to: Option<String>,
+    /// One app only.
+    pub app_id: Option<String>,
+    /// `day` (default) or `hour`.
+    pub bucket: Option<String>,
+}
+
+/// Most buckets one answer spans.
+const MAX_BUCKETS: i64 = 31 * 24;
+
+/// A time as the stats query takes it, in Unix seconds.
+fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
+    let text = text.trim();
+    let bad = || {
+        ApiError::InvalidRequest(
+            format!("{name} must be Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)").into(),
+        )
+    };
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| bad());
+    }
+    let timestamp = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    let at = humantime::parse_rfc3339(&timestamp).map_err(|_| bad())?;
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| bad())?
+        .as_secs();
+    i64::try_from(secs).map_err(|_| bad())
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    admin: Admin,
+    meta: ClientMeta,
+    ApiQuery(query): ApiQuery<StatsQuery>,
+) -> Result<Json<Report>, ApiError> {
+    let size = match query.bucket.as_deref() {
+        None | Some("day") => BucketSize::Day,
+        Some("hour") => BucketSize::Hour,
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "bucket must be day or hour".into(),
+            ));
+        }
+    };
+    let to = match &query.to {
+        Some(text) => parse_time("to", text)?,
+        None => state.now(),
+    };
+    let from = match &query.from {
+        Some(text) => parse_time("from", text)?,
+        None => {
+            let span = match size {
+                BucketSize::Day => 7,
+                BucketSize::Hour => 24,
+            };
+            to - span * size.secs()
+        }
+    };
+    if from >= to {
+        return Err(ApiError::InvalidRequest("from must be before to".into()));
+    }
+    let max_buckets = match size {
+        BucketSize::Day => 400,
+        BucketSize::Hour => MAX_BUCKETS,
+    };
+    if (to - from + size.secs() - 1) / size.secs() > max_buckets {
+        return Err(ApiError::InvalidRequest(
+            format!("at most {max_buckets} buckets of this size at a time").into(),
+        ));
+    }
+    if let Some(app_id) = &query.app_id
+        && !crate::config::is_app_id(app_id)
+    {
+        return Err(ApiError::InvalidRequest(
+            "app_id must be an AppID (wx and 16 hex characters)".into(),
+        ));
+    }
+    let by = requester(admin, meta);
+    let report = admin::stats(&state, &by, size, from, to, query.app_id.as_deref()).await?;
+    Ok(Json(report))
 }

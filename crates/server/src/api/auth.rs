@@ -8,8 +8,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::views::UserView;
+use crate::config::LimitedAction;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated, bearer_token};
+use crate::extract::{ApiJson, Authenticated, ClientAddr, bearer_token};
 use crate::service::login::{self, ClientMeta};
 use crate::service::sessions::{self, TokenPair};
 use crate::state::AppState;
@@ -49,10 +50,32 @@ pub struct LoginResponse {
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     meta: ClientMeta,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let done = login::login(&state, request.app_id.as_deref(), request.code, meta).await?;
+    let app_id = state
+        .app(request.app_id.as_deref())
+        .ok()
+        .map(|app| &app.app_id);
+    // Refused before anything costs a WeChat call or a write; an unknown app is refused by
+    // the login itself.
+    let result = match state.limiter.check(LimitedAction::Login, ip, app_id).await {
+        Ok(()) => login::login(&state, request.app_id.as_deref(), request.code, meta).await,
+        Err(refused) => Err(refused),
+    };
+    let outcome = match &result {
+        Ok(done) if done.is_new_user => "new_person",
+        Ok(done) if done.is_new_identity => "new_identity",
+        Ok(_) => "returning",
+        Err(err) => err.parts().1,
+    };
+    crate::instruments::login(app_id, outcome);
+    if let Some(app_id) = app_id {
+        let user = result.as_ref().ok().map(|done| &done.user.id);
+        state.stats.login(app_id, outcome, user);
+    }
+    let done = result?;
     Ok(Json(LoginResponse {
         user: UserView::new(&done.user, &done.app_id, &done.openid),
         tokens: done.tokens,
@@ -70,9 +93,10 @@ pub struct RefreshRequest {
 
 async fn refresh(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    sessions::refresh(&state, &request.refresh_token)
+    sessions::refresh(&state, &request.refresh_token, ip)
         .await
         .map(Json)
 }
@@ -87,8 +111,13 @@ pub struct CheckResponse {
 
 async fn check(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<CheckResponse>, ApiError> {
+    state
+        .limiter
+        .check(LimitedAction::Check, ip, Some(&caller.principal.app_id))
+        .await?;
     let session_key_valid = sessions::check_session_key(&state, &caller).await?;
     Ok(Json(CheckResponse { session_key_valid }))
 }

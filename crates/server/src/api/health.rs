@@ -32,6 +32,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         let status = if result.is_ok() { "ok" } else { "unavailable" };
         checks.insert(store.to_owned(), json!(status));
     }
+    crate::instruments::ready(ready);
     let status = if ready {
         StatusCode::OK
     } else {

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use axum::http::StatusCode;
 
 use super::views::{MeView, PersonView};
+use crate::config::LimitedAction;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Authenticated};
+use crate::extract::{ApiJson, ApiQuery, Authenticated, ClientAddr};
 use crate::service::account;
 use crate::service::audit::{Actor, Requester};
 use crate::service::login::ClientMeta;
@@ -119,30 +120,37 @@ async fn export(
 
 async fn userinfo(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(request): ApiJson<UserInfoRequest>,
 ) -> Result<Json<MeView>, ApiError> {
+    limit(&state, LimitedAction::Userinfo, ip, &caller).await?;
     let profiled = people::user_info(&state, &caller, request).await?;
     Ok(view(&caller, &profiled, &query))
 }
 
 async fn phone(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<MeQuery>,
     ApiJson(request): ApiJson<PhoneRequest>,
 ) -> Result<Json<MeView>, ApiError> {
+    limit(&state, LimitedAction::Phone, ip, &caller).await?;
     let profiled = people::phone(&state, &caller, request).await?;
     Ok(view(&caller, &profiled, &query))
 }
 
 async fn avatar(
     State(state): State<AppState>,
+    ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<MeQuery>,
     request: Request,
 ) -> Result<Json<MeView>, ApiError> {
+    // Before the upload is read.
+    limit(&state, LimitedAction::Avatar, ip, &caller).await?;
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)
@@ -169,6 +177,19 @@ async fn avatar(
     };
     let profiled = people::avatar(&state, &caller, bytes).await?;
     Ok(view(&caller, &profiled, &query))
+}
+
+/// Takes a token from the caller's address's and app's buckets for `action`.
+async fn limit(
+    state: &AppState,
+    action: LimitedAction,
+    ip: Option<std::net::IpAddr>,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    state
+        .limiter
+        .check(action, ip, Some(&caller.principal.app_id))
+        .await
 }
 
 /// The bytes of the form field `file`, as `wx.uploadFile` sends it.

@@ -28,6 +28,7 @@ use axum::http::header::{
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tower::ServiceExt as _;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::ServeDir;
@@ -45,8 +46,12 @@ const MAX_NAME_BYTES: usize = 255;
 
 /// The whole service as one router. A request (reading its body included) that takes longer
 /// than `request_timeout` is answered 408 `request_timeout`; `None` sets no limit.
-pub fn router(state: AppState, request_timeout: Option<Duration>) -> Router {
-    let api = Router::new()
+pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: bool) -> Router {
+    let mut api = Router::new();
+    if metrics_here {
+        api = api.route("/metrics", get(crate::instruments::render));
+    }
+    let api = api
         .merge(auth::router())
         .merge(me::router(state.media.max_bytes))
         .merge(health::router())
@@ -73,7 +78,20 @@ pub fn router(state: AppState, request_timeout: Option<Duration>) -> Router {
             }),
         )
         .layer(nosniff())
+        // `Router::layer` wraps each route (and the fallback) on its own, after routing, so the
+        // matched template is known; added last, it wraps the layers above: the timeout's 408
+        // and a panic's 500 are counted too.
+        .layer(crate::instruments::HttpMetricsLayer::new(&["/media"]))
         .with_state(state)
+}
+
+/// `GET /metrics` alone, for `[metrics] listen`.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", get(crate::instruments::render))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(nosniff())
 }
 
 /// An answer given outside the router (the connection limit), with the headers every routed

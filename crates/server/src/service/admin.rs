@@ -190,3 +190,22 @@ pub async fn audit_log(
         next_cursor,
     })
 }
+
+/// The login and WeChat statistics of `[from, to)`, by `size` buckets, for one app or all.
+/// This instance's counts not yet written are written first, so the answer includes every
+/// request this instance has answered; other instances' show within
+/// [`crate::stats::FLUSH_INTERVAL`].
+pub async fn stats(
+    state: &AppState,
+    by: &Requester,
+    size: crate::stats::BucketSize,
+    from: i64,
+    to: i64,
+    app_id: Option<&str>,
+) -> Result<crate::stats::Report, ApiError> {
+    let detail = serde_json::json!({ "from": from, "to": to, "app_id": app_id });
+    let entry = audit::entry(by, "stats.read", None, Some(detail), state.now());
+    audit::record(&state.stores, &entry).await?;
+    state.stats.flush().await?;
+    Ok(crate::stats::report(&state.stores.sql, size, from, to, app_id).await?)
+}

@@ -1,12 +1,15 @@
 //! Sessions: a bearer token authenticated into one [`Principal`], token pairs minted and
 //! rotated, sessions revoked, the session_key opened.
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 use wxauth_wechat::{AppId, OpenId, SessionKey, UnionId};
 
-use crate::config::TokenFormat;
+use crate::config::{LimitedAction, TokenFormat};
 use crate::error::ApiError;
 use crate::jwt;
+use crate::limits::Bucket;
 use crate::model::{User, UserId};
 use crate::service::audit;
 use crate::state::AppState;
@@ -64,7 +67,12 @@ pub struct TokenPair {
 /// session is marked as used (at most once a minute).
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let caller = resolve(state, token).await?;
-    state.touch_later(&caller.session, state.now());
+    // The person is active: counted with the session's use, so at most once a minute.
+    if state.touch_later(&caller.session, state.now()) {
+        state
+            .stats
+            .active(&caller.principal.app_id, &caller.principal.user_id);
+    }
     Ok(caller)
 }
 
@@ -243,25 +251,41 @@ fn replayed_pair(
 
 /// Uses a refresh token once: a new pair. The same token again within
 /// `tokens.refresh_grace` gets the same pair back (a double submit, a retry after a lost
-/// answer); any later use is reuse and revokes the session.
-pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair, ApiError> {
+/// answer); any later use is reuse and revokes the session. `ip` is the client's address,
+/// for the rate limits.
+pub async fn refresh(
+    state: &AppState,
+    refresh_token: &str,
+    ip: Option<IpAddr>,
+) -> Result<TokenPair, ApiError> {
     if !refresh_token.starts_with(REFRESH_PREFIX) {
         return Err(ApiError::Unauthorized("the refresh token is not valid"));
     }
     let hash = TokenHash::of(refresh_token);
+    // A JWT names its person and session, and the per-app limit needs the session's app:
+    // then the session is found first. The rotation below still decides, atomically,
+    // whether this refresh wins.
+    let known = if state.token_format == TokenFormat::Jwt
+        || state.limiter.is_on(LimitedAction::Refresh, Bucket::App)
+    {
+        state.stores.sessions.session_of_refresh(&hash).await?
+    } else {
+        None
+    };
+    state
+        .limiter
+        .check(
+            LimitedAction::Refresh,
+            ip,
+            known.as_ref().map(|session| &session.app_id),
+        )
+        .await?;
     let now = state.now();
     let (mut pair, access, refresh) = match state.token_format {
         // Lifetimes are capped to the session's end inside the store, which knows it.
         TokenFormat::Opaque => mint_pair(state, now, i64::MAX, None)?,
-        // A JWT names its person and session, so find them first; the rotation below still
-        // decides, atomically, whether this refresh wins.
         TokenFormat::Jwt => {
-            let session = state
-                .stores
-                .sessions
-                .session_of_refresh(&hash)
-                .await?
-                .ok_or(ApiError::Unauthorized("the refresh token is not valid"))?;
+            let session = known.ok_or(ApiError::Unauthorized("the refresh token is not valid"))?;
             let user = state
                 .stores
                 .users

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimApp, SimConfig, SimHandle};
 use wxauth::Application;
 use wxauth::clock::ManualClock;
-use wxauth::config::{AppConfig, Config};
+use wxauth::config::{AppConfig, Config, LimitsConfig, Rate};
 
 pub use crate::backend::TestBackend;
 
@@ -119,6 +119,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     config.wechat.api_base = sim.url.parse().unwrap();
     config.wechat.timeout = Duration::from_secs(2);
     config.security.data_key = Some(SecretString::from(TEST_DATA_KEY));
+    // Every request here comes from 127.0.0.1, thousands of them in some tests: the limits
+    // stay on (their code runs) but far above what a test sends. Their own tests are in
+    // tests/limits.rs.
+    config.limits = LimitsConfig::all(Rate::per(1_000_000, Duration::from_secs(1)));
     config.apps = options
         .apps
         .iter()

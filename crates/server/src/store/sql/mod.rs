@@ -26,6 +26,7 @@ mod auth_cache;
 mod codes;
 pub mod events;
 mod sessions;
+mod stats;
 mod users;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
 pub use self::admin::{Erased, UserFilter};
 pub use self::auth_cache::{AuthCache, FOREIGN_WRITES_SEEN_WITHIN, TOUCH_EVERY};
+pub use self::stats::{LoginRow, StatsBatch, WechatRow};
 use super::StoreError;
 use crate::config::DatabaseConfig;
 pub use crate::config::Dialect;

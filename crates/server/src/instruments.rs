@@ -1,0 +1,507 @@
+//! Prometheus metrics: the recorder (installed once per process), `GET /metrics`, the HTTP
+//! layer that counts and times every routed request, and the recording points the rest of the
+//! service calls (logins, WeChat calls, store errors, rate-limit refusals).
+//!
+//! Every label value is bounded: route templates (never raw paths), configured AppIDs, fixed
+//! outcome and errcode names, HTTP methods and statuses.
+//!
+//! The HTTP layer is on every request, so it is built not to cost: the counter and histogram
+//! handles of each (route, method, status) are made once and kept, so a request does a map
+//! lookup under a read lock and two atomic updates, with no allocation.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::MatchedPath;
+use axum::http::{Method, Request, Response};
+use metrics::{Counter, Histogram, Label, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use wxauth_wechat::AppId;
+use wxauth_wechat::observe::{CallEvent, Endpoint, Observer, outcome_label};
+
+use crate::store::StoreError;
+
+/// Requests by route template, method and status.
+pub const HTTP_REQUESTS: &str = "wxauth_http_requests_total";
+/// Request latency by route template and method.
+pub const HTTP_DURATION: &str = "wxauth_http_request_duration_seconds";
+/// Logins by app and outcome.
+pub const LOGINS: &str = "wxauth_logins_total";
+/// Calls to WeChat by endpoint, app and errcode.
+pub const WECHAT_CALLS: &str = "wxauth_wechat_calls_total";
+/// WeChat call latency by endpoint.
+pub const WECHAT_DURATION: &str = "wxauth_wechat_call_duration_seconds";
+/// Calls not sent because `wechat.max_concurrency` calls were in flight.
+pub const WECHAT_REFUSED: &str = "wxauth_wechat_calls_refused_total";
+/// Access tokens fetched from WeChat, by app and result.
+pub const TOKEN_REFRESHES: &str = "wxauth_wechat_token_refreshes_total";
+/// Store failures by store and kind.
+pub const STORE_ERRORS: &str = "wxauth_store_errors_total";
+/// Requests refused by `[limits]`, by action and bucket.
+pub const RATE_LIMITED: &str = "wxauth_rate_limited_total";
+/// 1 when the last readiness check passed, 0 when it failed.
+pub const READY: &str = "wxauth_ready";
+
+/// The route label of requests no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const WECHAT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// How often histograms are drained into their buckets between scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use. In a process that already has another
+/// `metrics` recorder, the handle renders only what is recorded through it (nothing).
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let mut builder = PrometheusBuilder::new();
+        for (name, buckets) in [
+            (HTTP_DURATION, HTTP_BUCKETS),
+            (WECHAT_DURATION, WECHAT_BUCKETS),
+        ] {
+            builder = match builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            {
+                Ok(builder) => builder,
+                Err(_) => unreachable!("the bucket lists are not empty"),
+            };
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed: /metrics will be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by route template, method and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency (until the response head) by route template and method"
+    );
+    describe_counter!(
+        LOGINS,
+        "Logins by app and outcome: new_person, new_identity, returning, or the error code"
+    );
+    describe_counter!(
+        WECHAT_CALLS,
+        "Calls to the WeChat API by endpoint, app and errcode (0: success)"
+    );
+    describe_histogram!(
+        WECHAT_DURATION,
+        Unit::Seconds,
+        "WeChat API call latency by endpoint"
+    );
+    describe_counter!(
+        WECHAT_REFUSED,
+        "WeChat calls not sent because wechat.max_concurrency calls were in flight"
+    );
+    describe_counter!(
+        TOKEN_REFRESHES,
+        "Access tokens fetched from WeChat, by app and result"
+    );
+    describe_counter!(STORE_ERRORS, "Store failures by store and kind");
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by [limits], by action and bucket (ip, app)"
+    );
+    describe_gauge!(READY, "1 when the last readiness check passed, else 0");
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle().render(),
+    )
+}
+
+/// Drains histograms now and then, so that their memory stays bounded between scrapes.
+pub async fn upkeep_loop() {
+    let handle = handle();
+    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// The label of an app that was resolved from the configuration ("none" before one was).
+fn app_label(app_id: Option<&AppId>) -> String {
+    app_id.map_or_else(|| "none".to_owned(), |id| id.as_str().to_owned())
+}
+
+/// A login ended: `outcome` is `new_person`, `new_identity`, `returning` or an error code.
+pub fn login(app_id: Option<&AppId>, outcome: &'static str) {
+    counter!(LOGINS, "app_id" => app_label(app_id), "outcome" => outcome).increment(1);
+}
+
+/// A store failed (a request answered 503/500 for it, or background work).
+pub fn store_error(err: &StoreError) {
+    let (store, kind) = match err {
+        StoreError::Unavailable { store, .. } => (*store, "unavailable"),
+        StoreError::Other(_) => ("unknown", "other"),
+    };
+    counter!(STORE_ERRORS, "store" => store, "kind" => kind).increment(1);
+}
+
+/// A store failed in a way the caller tolerates (the rate limiter going on without Redis).
+pub fn store_unavailable(store: &'static str) {
+    counter!(STORE_ERRORS, "store" => store, "kind" => "unavailable").increment(1);
+}
+
+/// A request was refused by a rate limit (`bucket`: "ip" or "app").
+pub fn rate_limited(action: &'static str, bucket: &'static str) {
+    counter!(RATE_LIMITED, "action" => action, "bucket" => bucket).increment(1);
+}
+
+/// The readiness check passed or failed.
+pub fn ready(ok: bool) {
+    gauge!(READY).set(if ok { 1.0 } else { 0.0 });
+}
+
+/// Something told about each WeChat call besides the metrics (the stats aggregator).
+pub trait WechatSink: Send + Sync + 'static {
+    /// One call ended with the outcome `errcode` (see [`outcome_label`]).
+    fn wechat_call(&self, app_id: &AppId, endpoint: Endpoint, errcode: &'static str, ms: u64);
+}
+
+/// The WeChat client's observer: metrics, and the optional sink.
+pub struct WechatMetrics {
+    sink: Option<Arc<dyn WechatSink>>,
+    latency: [Histogram; Endpoint::ALL.len()],
+}
+
+impl WechatMetrics {
+    /// Metrics, and each call passed on to `sink` too.
+    pub fn new(sink: Option<Arc<dyn WechatSink>>) -> Self {
+        handle();
+        Self {
+            sink,
+            latency: Endpoint::ALL
+                .map(|endpoint| histogram!(WECHAT_DURATION, "endpoint" => endpoint.name())),
+        }
+    }
+}
+
+impl Observer for WechatMetrics {
+    fn call_finished(&self, event: &CallEvent<'_>) {
+        let errcode = outcome_label(event.outcome);
+        let endpoint = event.endpoint.name();
+        counter!(
+            WECHAT_CALLS,
+            "endpoint" => endpoint,
+            "app_id" => event.app_id.as_str().to_owned(),
+            "errcode" => errcode
+        )
+        .increment(1);
+        if let Some(i) = Endpoint::ALL.iter().position(|e| *e == event.endpoint) {
+            self.latency[i].record(event.elapsed.as_secs_f64());
+        }
+        if let Some(sink) = &self.sink {
+            let ms = u64::try_from(event.elapsed.as_millis()).unwrap_or(u64::MAX);
+            sink.wechat_call(event.app_id, event.endpoint, errcode, ms);
+        }
+    }
+
+    fn token_fetched(&self, app_id: &AppId, outcome: Result<(), &wxauth_wechat::WechatError>) {
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        counter!(TOKEN_REFRESHES, "app_id" => app_id.as_str().to_owned(), "result" => result)
+            .increment(1);
+    }
+
+    fn call_refused(&self, endpoint: Endpoint, _app_id: &AppId) {
+        counter!(WECHAT_REFUSED, "endpoint" => endpoint.name()).increment(1);
+    }
+}
+
+/// The HTTP methods that get their own label; any other is "other".
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PATCH,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+];
+
+fn method_index(method: &Method) -> usize {
+    METHODS
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(METHODS.len())
+}
+
+fn method_label(index: usize) -> &'static str {
+    METHODS.get(index).map_or("other", Method::as_str)
+}
+
+/// Counts and times every request by its route template. Add it with `Router::layer`, so
+/// that it runs inside the router, where the matched route is known.
+#[derive(Clone, Default)]
+pub struct HttpMetricsLayer {
+    routes: Arc<Routes>,
+}
+
+impl HttpMetricsLayer {
+    /// A layer recording into the process's recorder. Services nested under `nested`
+    /// prefixes (axum gives their requests no matched route) are labelled `PREFIX/*`.
+    pub fn new(nested: &[&'static str]) -> Self {
+        handle();
+        Self {
+            routes: Arc::new(Routes {
+                nested: nested
+                    .iter()
+                    .map(|prefix| {
+                        (
+                            *prefix,
+                            Arc::new(RouteMetrics::new(route_label(&format!(
+                                "{prefix}/{{*tail}}"
+                            )))),
+                        )
+                    })
+                    .collect(),
+                ..Routes::default()
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for HttpMetricsLayer {
+    type Service = HttpMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpMetrics {
+            inner,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+/// The handles of every route seen so far, by the template axum matched.
+#[derive(Default)]
+struct Routes {
+    known: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
+    unmatched: OnceLock<Arc<RouteMetrics>>,
+    /// Nested services by prefix.
+    nested: Vec<(&'static str, Arc<RouteMetrics>)>,
+}
+
+impl Routes {
+    fn get(&self, template: Option<&str>, path: &str) -> Arc<RouteMetrics> {
+        let Some(template) = template else {
+            if let Some((_, nested)) = self.nested.iter().find(|(prefix, _)| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }) {
+                return nested.clone();
+            }
+            return self
+                .unmatched
+                .get_or_init(|| Arc::new(RouteMetrics::new(Arc::from(UNMATCHED))))
+                .clone();
+        };
+        if let Some(found) = self
+            .known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(template)
+        {
+            return found.clone();
+        }
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        known
+            .entry(template.into())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(route_label(template))))
+            .clone()
+    }
+}
+
+/// The label of a matched template: a nested service's catch-all tail (`/media/...`) is
+/// written `*`.
+fn route_label(template: &str) -> Arc<str> {
+    match template.find("/{*") {
+        Some(at) => Arc::from(format!("{}/*", &template[..at])),
+        None => Arc::from(template),
+    }
+}
+
+/// One route's handles: a latency histogram per method, a counter per (method, status).
+struct RouteMetrics {
+    route: Arc<str>,
+    latency: [OnceLock<Histogram>; METHODS.len() + 1],
+    counts: RwLock<Vec<(usize, u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    fn new(route: Arc<str>) -> Self {
+        Self {
+            route,
+            latency: Default::default(),
+            counts: RwLock::default(),
+        }
+    }
+
+    fn record(&self, method: usize, status: u16, elapsed: Duration) {
+        self.latency[method]
+            .get_or_init(|| {
+                metrics::with_recorder(|recorder| {
+                    recorder.register_histogram(
+                        &metrics::Key::from_parts(
+                            HTTP_DURATION,
+                            vec![
+                                Label::new("route", self.route.clone()),
+                                Label::new("method", method_label(method)),
+                            ],
+                        ),
+                        &METADATA,
+                    )
+                })
+            })
+            .record(elapsed.as_secs_f64());
+        let counted = self
+            .counts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+            .map(|(_, _, counter)| counter.increment(1))
+            .is_some();
+        if !counted {
+            let mut counts = self.counts.write().unwrap_or_else(PoisonError::into_inner);
+            let counter = match counts.iter().find(|(m, s, _)| *m == method && *s == status) {
+                Some((_, _, counter)) => counter.clone(),
+                None => {
+                    let counter = metrics::with_recorder(|recorder| {
+                        recorder.register_counter(
+                            &metrics::Key::from_parts(
+                                HTTP_REQUESTS,
+                                vec![
+                                    Label::new("route", self.route.clone()),
+                                    Label::new("method", method_label(method)),
+                                    Label::new("status", status.to_string()),
+                                ],
+                            ),
+                            &METADATA,
+                        )
+                    });
+                    counts.push((method, status, counter.clone()));
+                    counter
+                }
+            };
+            counter.increment(1);
+        }
+    }
+}
+
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The service [`HttpMetricsLayer`] makes.
+#[derive(Clone)]
+pub struct HttpMetrics<S> {
+    inner: S,
+    routes: Arc<Routes>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for HttpMetrics<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let route = self.routes.get(
+            request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str),
+            request.uri().path(),
+        );
+        let method = method_index(request.method());
+        ResponseFuture {
+            inner: self.inner.call(request),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`HttpMetrics`]: records when the response is ready.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        route: Arc<RouteMetrics>,
+        method: usize,
+        started: Instant,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &output {
+            this.route.record(
+                *this.method,
+                response.status().as_u16(),
+                this.started.elapsed(),
+            );
+        }
+        Poll::Ready(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_services_tail_is_one_label() {
+        assert_eq!(
+            &*route_label("/media/{*__private__axum_nest_tail_param}"),
+            "/media/*"
+        );
+        assert_eq!(&*route_label("/v1/me"), "/v1/me");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(method_index(&Method::GET)), "GET");
+        let odd = Method::from_bytes(b"PROPFIND").unwrap_or(Method::TRACE);
+        assert_eq!(method_label(method_index(&odd)), "other");
+    }
+}

@@ -1,0 +1,448 @@
+//! Statistics for `GET /v1/admin/stats`: logins (by outcome), new persons and identities,
+//! distinct active persons, WeChat calls and errcodes, per hour (UTC) and app.
+//!
+//! Recording costs no database write on the request path: each event is added to counters in
+//! memory, and every [`FLUSH_INTERVAL`] (and at shutdown) the counters are written as additive
+//! upserts and the distinct persons as insert-ignores, in one transaction per flush. A flush
+//! that fails is kept and tried again with the next one. Each instance flushes its own
+//! counts; the tables add them up.
+//!
+//! A person counts as active in an hour (and a day) when they log in, or use a token (recorded
+//! with the session's "last seen", at most once a minute per session).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use wxauth_wechat::AppId;
+use wxauth_wechat::observe::Endpoint;
+
+use crate::clock::Clock;
+use crate::model::UserId;
+use crate::store::StoreError;
+use crate::store::sql::{SqlStore, StatsBatch};
+
+/// How often the counters are written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+/// Hourly distinct-person rows are kept this long (then only the daily ones).
+pub const ACTIVE_HOURS_KEPT: i64 = 35 * DAY;
+/// Daily distinct-person rows are kept this long.
+pub const ACTIVE_DAYS_KEPT: i64 = 400 * DAY;
+
+/// The app of the all-apps distinct-person rows.
+const ALL_APPS: &str = "*";
+
+/// Counters not yet written.
+#[derive(Debug, Default)]
+struct Pending {
+    logins: BTreeMap<(i64, String, String), i64>,
+    wechat: BTreeMap<(i64, String, String, String), (i64, i64)>,
+    active: BTreeSet<(String, i64, String, String)>,
+}
+
+impl Pending {
+    fn into_batch(self) -> StatsBatch {
+        StatsBatch {
+            logins: self
+                .logins
+                .into_iter()
+                .map(|((start, app, outcome), n)| (start, app, outcome, n))
+                .collect(),
+            wechat: self
+                .wechat
+                .into_iter()
+                .map(|((start, app, endpoint, errcode), (calls, ms))| {
+                    (start, app, endpoint, errcode, calls, ms)
+                })
+                .collect(),
+            active: self.active.into_iter().collect(),
+        }
+    }
+
+    /// Takes a batch that could not be written back in.
+    fn restore(&mut self, batch: StatsBatch) {
+        for (start, app, outcome, n) in batch.logins {
+            *self.logins.entry((start, app, outcome)).or_default() += n;
+        }
+        for (start, app, endpoint, errcode, calls, ms) in batch.wechat {
+            let entry = self
+                .wechat
+                .entry((start, app, endpoint, errcode))
+                .or_default();
+            entry.0 += calls;
+            entry.1 += ms;
+        }
+        self.active.extend(batch.active);
+    }
+}
+
+/// The recorder: shared by the request handlers and the WeChat client's observer.
+pub struct Stats {
+    pending: Mutex<Pending>,
+    /// One flush at a time.
+    flushing: tokio::sync::Mutex<()>,
+    sql: Arc<SqlStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
+}
+
+fn hour_of(t: i64) -> i64 {
+    t - t.rem_euclid(HOUR)
+}
+
+fn day_of(t: i64) -> i64 {
+    t - t.rem_euclid(DAY)
+}
+
+impl Stats {
+    /// Writes to `sql`, timing events by `clock`.
+    pub fn new(sql: Arc<SqlStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            pending: Mutex::default(),
+            flushing: tokio::sync::Mutex::new(()),
+            sql,
+            clock,
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A login ended with `outcome` (`new_person`, `new_identity`, `returning` or an error
+    /// code); `user` logged in when it worked.
+    pub fn login(&self, app_id: &AppId, outcome: &'static str, user: Option<&UserId>) {
+        let now = self.clock.now();
+        let mut pending = self.pending();
+        *pending
+            .logins
+            .entry((hour_of(now), app_id.as_str().to_owned(), outcome.to_owned()))
+            .or_default() += 1;
+        if let Some(user) = user {
+            mark_active(&mut pending, now, app_id, user);
+        }
+    }
+
+    /// A person used a token of `app_id`.
+    pub fn active(&self, app_id: &AppId, user: &UserId) {
+        let now = self.clock.now();
+        mark_active(&mut self.pending(), now, app_id, user);
+    }
+
+    /// Writes what has been counted since the last flush; on failure it is kept for the next.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let _one = self.flushing.lock().await;
+        let batch = std::mem::take(&mut *self.pending()).into_batch();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.sql.add_stats(batch.clone()).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.pending().restore(batch);
+                Err(err)
+            }
+        }
+    }
+
+    /// Flushes every [`FLUSH_INTERVAL`], and purges old distinct-person rows now and then.
+    pub async fn flush_loop(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(FLUSH_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            interval.tick().await;
+            if let Err(err) = self.flush().await {
+                crate::instruments::store_error(&err);
+                tracing::warn!(error = %err, "could not write the statistics; trying again later");
+            }
+            // About every ten minutes.
+            if ticks % 120 == 0 {
+                let now = self.clock.now();
+                if let Err(err) = self
+                    .sql
+                    .purge_stats(now - ACTIVE_HOURS_KEPT, now - ACTIVE_DAYS_KEPT)
+                    .await
+                {
+                    tracing::warn!(error = %err, "could not purge old statistics");
+                }
+            }
+            ticks += 1;
+        }
+    }
+}
+
+fn mark_active(pending: &mut Pending, now: i64, app_id: &AppId, user: &UserId) {
+    let user = user.to_string();
+    for (period, start) in [("h", hour_of(now)), ("d", day_of(now))] {
+        for app in [app_id.as_str(), ALL_APPS] {
+            pending
+                .active
+                .insert((period.to_owned(), start, app.to_owned(), user.clone()));
+        }
+    }
+}
+
+impl crate::instruments::WechatSink for Stats {
+    fn wechat_call(&self, app_id: &AppId, endpoint: Endpoint, errcode: &'static str, ms: u64) {
+        let now = self.clock.now();
+        let mut pending = self.pending();
+        let entry = pending
+            .wechat
+            .entry((
+                hour_of(now),
+                app_id.as_str().to_owned(),
+                endpoint.name().to_owned(),
+                errcode.to_owned(),
+            ))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += i64::try_from(ms).unwrap_or(i64::MAX);
+    }
+}
+
+/// Hours or days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketSize {
+    /// One hour, UTC.
+    Hour,
+    /// One day, UTC.
+    Day,
+}
+
+impl BucketSize {
+    /// Seconds in a bucket.
+    pub fn secs(self) -> i64 {
+        match self {
+            Self::Hour => HOUR,
+            Self::Day => DAY,
+        }
+    }
+
+    fn period(self) -> &'static str {
+        match self {
+            Self::Hour => "h",
+            Self::Day => "d",
+        }
+    }
+
+    /// The start of the bucket holding `t`.
+    pub fn floor(self, t: i64) -> i64 {
+        t - t.rem_euclid(self.secs())
+    }
+}
+
+/// The figures of one bucket (of one app, or of all of them).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    /// Successful logins.
+    pub logins: i64,
+    /// Logins that made a new person.
+    pub new_persons: i64,
+    /// Logins that made a new identity (a new person's first included).
+    pub new_identities: i64,
+    /// Distinct persons who logged in or used a token.
+    pub active_persons: i64,
+    /// Failed logins by error code.
+    pub login_errors: BTreeMap<String, i64>,
+    /// Calls to WeChat.
+    pub wechat_calls: i64,
+    /// Calls to WeChat that did not answer errcode 0, by errcode (or failure).
+    pub wechat_errcodes: BTreeMap<String, i64>,
+    /// Per WeChat endpoint.
+    pub wechat: BTreeMap<String, EndpointFigures>,
+}
+
+/// One WeChat endpoint in one bucket.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EndpointFigures {
+    /// Calls.
+    pub calls: i64,
+    /// Calls that did not answer errcode 0, by errcode (or failure).
+    pub errcodes: BTreeMap<String, i64>,
+    /// Mean time of a call, in milliseconds.
+    pub avg_ms: f64,
+    #[serde(skip)]
+    total_ms: i64,
+}
+
+/// One app's figures in one bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppBucket {
+    /// The bucket's start (Unix seconds).
+    pub start: i64,
+    /// The app.
+    pub app_id: String,
+    /// Its figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// All apps' figures in one bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct TotalBucket {
+    /// The bucket's start (Unix seconds).
+    pub start: i64,
+    /// The figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// The answer of `GET /v1/admin/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `hour` or `day`.
+    pub bucket: BucketSize,
+    /// Start of the first bucket (Unix seconds).
+    pub from: i64,
+    /// End of the last bucket (exclusive).
+    pub to: i64,
+    /// Per bucket and app, buckets with something in them, in time order.
+    pub series: Vec<AppBucket>,
+    /// Per bucket, every bucket of the range, the apps asked for together.
+    pub totals: Vec<TotalBucket>,
+}
+
+/// Reads the figures of `[from, to)` (aligned to whole buckets) for one app or all.
+pub async fn report(
+    sql: &SqlStore,
+    size: BucketSize,
+    from: i64,
+    to: i64,
+    app_id: Option<&str>,
+) -> Result<Report, StoreError> {
+    let from = size.floor(from);
+    let to = size.floor(to - 1) + size.secs();
+    let mut series: BTreeMap<(i64, String), Figures> = BTreeMap::new();
+    let mut totals: BTreeMap<i64, Figures> = (0..)
+        .map(|i| from + i * size.secs())
+        .take_while(|start| *start < to)
+        .map(|start| (start, Figures::default()))
+        .collect();
+    for row in sql.stats_logins(from, to, app_id).await? {
+        let start = size.floor(row.start);
+        for figures in [
+            series.entry((start, row.app_id.clone())).or_default(),
+            totals.entry(start).or_default(),
+        ] {
+            match row.outcome.as_str() {
+                "new_person" => {
+                    figures.logins += row.n;
+                    figures.new_persons += row.n;
+                    figures.new_identities += row.n;
+                }
+                "new_identity" => {
+                    figures.logins += row.n;
+                    figures.new_identities += row.n;
+                }
+                "returning" => figures.logins += row.n,
+                code => *figures.login_errors.entry(code.to_owned()).or_default() += row.n,
+            }
+        }
+    }
+    for row in sql.stats_wechat(from, to, app_id).await? {
+        let start = size.floor(row.start);
+        for figures in [
+            series.entry((start, row.app_id.clone())).or_default(),
+            totals.entry(start).or_default(),
+        ] {
+            figures.wechat_calls += row.calls;
+            let endpoint = figures.wechat.entry(row.endpoint.clone()).or_default();
+            endpoint.calls += row.calls;
+            endpoint.total_ms += row.total_ms;
+            if row.errcode != "0" {
+                *figures
+                    .wechat_errcodes
+                    .entry(row.errcode.clone())
+                    .or_default() += row.calls;
+                *endpoint.errcodes.entry(row.errcode.clone()).or_default() += row.calls;
+            }
+        }
+    }
+    let mut active: HashMap<(i64, String), i64> = HashMap::new();
+    for (start, app, n) in sql.stats_active(size.period(), from, to).await? {
+        active.insert((start, app), n);
+    }
+    for ((start, app), n) in &active {
+        if app == ALL_APPS {
+            continue;
+        }
+        if app_id.is_some_and(|only| only != app) {
+            continue;
+        }
+        series
+            .entry((*start, app.clone()))
+            .or_default()
+            .active_persons = *n;
+    }
+    for (start, figures) in &mut totals {
+        let key = (*start, app_id.unwrap_or(ALL_APPS).to_owned());
+        figures.active_persons = active.get(&key).copied().unwrap_or(0);
+    }
+    let finish = |mut figures: Figures| {
+        for endpoint in figures.wechat.values_mut() {
+            if endpoint.calls > 0 {
+                endpoint.avg_ms = endpoint.total_ms as f64 / endpoint.calls as f64;
+            }
+        }
+        figures
+    };
+    Ok(Report {
+        bucket: size,
+        from,
+        to,
+        series: series
+            .into_iter()
+            .map(|((start, app_id), figures)| AppBucket {
+                start,
+                app_id,
+                figures: finish(figures),
+            })
+            .collect(),
+        totals: totals
+            .into_iter()
+            .map(|(start, figures)| TotalBucket {
+                start,
+                figures: finish(figures),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_start_on_whole_utc_hours_and_days() {
+        let t = 1_764_655_385; // 2025-12-02T06:03:05Z
+        assert_eq!(BucketSize::Hour.floor(t), 1_764_655_200);
+        assert_eq!(BucketSize::Day.floor(t), 1_764_633_600);
+        assert_eq!(hour_of(t), 1_764_655_200);
+    }
+
+    #[test]
+    fn a_failed_flush_is_added_back_to_what_came_since() {
+        let mut pending = Pending::default();
+        pending
+            .logins
+            .insert((0, "wx".into(), "returning".into()), 2);
+        let failed = std::mem::take(&mut pending).into_batch();
+        pending
+            .logins
+            .insert((0, "wx".into(), "returning".into()), 1);
+        pending.restore(failed);
+        assert_eq!(pending.logins[&(0, "wx".into(), "returning".into())], 3);
+    }
+}

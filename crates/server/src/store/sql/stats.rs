@@ -1,0 +1,276 @@
+//! The statistics tables (`stats_logins`, `stats_wechat`, `stats_active`): batches of additive
+//! upserts and insert-ignores from [`crate::stats`], the reads of `GET /v1/admin/stats`, and
+//! the purge of old distinct-person rows.
+
+use sqlx::Row as _;
+
+use super::{Dialect, SqlStore, store_error};
+use crate::store::StoreError;
+
+/// Rows per statement (4 to 6 parameters each, far below every backend's limit).
+const CHUNK: usize = 200;
+
+/// What one flush writes.
+#[derive(Debug, Clone, Default)]
+pub struct StatsBatch {
+    /// (hour start, app_id, outcome, count)
+    pub logins: Vec<(i64, String, String, i64)>,
+    /// (hour start, app_id, endpoint, errcode, calls, total ms)
+    pub wechat: Vec<(i64, String, String, String, i64, i64)>,
+    /// (period 'h' or 'd', bucket start, app_id or '*', user_id)
+    pub active: Vec<(String, i64, String, String)>,
+}
+
+impl StatsBatch {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.logins.is_empty() && self.wechat.is_empty() && self.active.is_empty()
+    }
+}
+
+/// A stored count, as read back.
+#[derive(Debug, Clone)]
+pub struct LoginRow {
+    /// Hour start.
+    pub start: i64,
+    /// The app.
+    pub app_id: String,
+    /// `new_person`, `new_identity`, `returning` or an error code.
+    pub outcome: String,
+    /// How many.
+    pub n: i64,
+}
+
+/// A stored WeChat count.
+#[derive(Debug, Clone)]
+pub struct WechatRow {
+    /// Hour start.
+    pub start: i64,
+    /// The app.
+    pub app_id: String,
+    /// The endpoint's short name.
+    pub endpoint: String,
+    /// `0`, an errcode, or a failure without one.
+    pub errcode: String,
+    /// Calls.
+    pub calls: i64,
+    /// Their summed time.
+    pub total_ms: i64,
+}
+
+/// `VALUES (?, ?, ...), (...)` for `rows` rows of `columns` columns.
+fn values(rows: usize, columns: usize) -> String {
+    let one = format!("({})", vec!["?"; columns].join(", "));
+    vec![one; rows].join(", ")
+}
+
+impl SqlStore {
+    /// Writes a flush: counts added to the stored ones, distinct persons inserted once. One
+    /// transaction, run to its end whatever happens to the caller.
+    pub async fn add_stats(&self, batch: StatsBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::sync::Arc::new(batch);
+        self.detached_quiet(move |store| {
+            let batch = batch.clone();
+            async move { store.write_stats(&batch).await }
+        })
+        .await
+    }
+
+    async fn write_stats(&self, batch: &StatsBatch) -> Result<(), StoreError> {
+        let mysql = self.dialect() == Dialect::MySql;
+        let mut tx = self.begin().await?;
+        for rows in batch.logins.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO stats_logins (bucket_start, app_id, outcome, n) VALUES {} {}",
+                values(rows.len(), 4),
+                if mysql {
+                    "ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+                } else {
+                    "ON CONFLICT (bucket_start, app_id, outcome) DO UPDATE SET n = stats_logins.n + excluded.n"
+                }
+            );
+            let sql = self.prepare(&sql);
+            let mut query = sqlx::query(&sql);
+            for (start, app, outcome, n) in rows {
+                query = query
+                    .bind(*start)
+                    .bind(app.as_str())
+                    .bind(outcome.as_str())
+                    .bind(*n);
+            }
+            query.execute(&mut *tx).await.map_err(store_error)?;
+        }
+        for rows in batch.wechat.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO stats_wechat (bucket_start, app_id, endpoint, errcode, calls, total_ms) \
+                 VALUES {} {}",
+                values(rows.len(), 6),
+                if mysql {
+                    "ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), \
+                     total_ms = total_ms + VALUES(total_ms)"
+                } else {
+                    "ON CONFLICT (bucket_start, app_id, endpoint, errcode) DO UPDATE SET \
+                     calls = stats_wechat.calls + excluded.calls, \
+                     total_ms = stats_wechat.total_ms + excluded.total_ms"
+                }
+            );
+            let sql = self.prepare(&sql);
+            let mut query = sqlx::query(&sql);
+            for (start, app, endpoint, errcode, calls, ms) in rows {
+                query = query
+                    .bind(*start)
+                    .bind(app.as_str())
+                    .bind(endpoint.as_str())
+                    .bind(errcode.as_str())
+                    .bind(*calls)
+                    .bind(*ms);
+            }
+            query.execute(&mut *tx).await.map_err(store_error)?;
+        }
+        for rows in batch.active.chunks(CHUNK) {
+            let sql = if mysql {
+                format!(
+                    "INSERT IGNORE INTO stats_active (period, bucket_start, app_id, user_id) \
+                     VALUES {}",
+                    values(rows.len(), 4)
+                )
+            } else {
+                format!(
+                    "INSERT INTO stats_active (period, bucket_start, app_id, user_id) VALUES {} \
+                     ON CONFLICT DO NOTHING",
+                    values(rows.len(), 4)
+                )
+            };
+            let sql = self.prepare(&sql);
+            let mut query = sqlx::query(&sql);
+            for (period, start, app, user) in rows {
+                query = query
+                    .bind(period.as_str())
+                    .bind(*start)
+                    .bind(app.as_str())
+                    .bind(user.as_str());
+            }
+            query.execute(&mut *tx).await.map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    /// Login counts of the hours in `[from, to)`, of one app or all.
+    pub async fn stats_logins(
+        &self,
+        from: i64,
+        to: i64,
+        app_id: Option<&str>,
+    ) -> Result<Vec<LoginRow>, StoreError> {
+        const ALL: &str = "SELECT bucket_start, app_id, outcome, n FROM stats_logins \
+                           WHERE bucket_start >= ? AND bucket_start < ?";
+        const ONE: &str = "SELECT bucket_start, app_id, outcome, n FROM stats_logins \
+                           WHERE bucket_start >= ? AND bucket_start < ? AND app_id = ?";
+        let mut query = sqlx::query(self.q(if app_id.is_some() { ONE } else { ALL }))
+            .bind(from)
+            .bind(to);
+        if let Some(app) = app_id {
+            query = query.bind(app.to_owned());
+        }
+        let rows = query.fetch_all(self.pool()).await.map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LoginRow {
+                    start: row.try_get(0)?,
+                    app_id: row.try_get(1)?,
+                    outcome: row.try_get(2)?,
+                    n: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+
+    /// WeChat counts of the hours in `[from, to)`, of one app or all.
+    pub async fn stats_wechat(
+        &self,
+        from: i64,
+        to: i64,
+        app_id: Option<&str>,
+    ) -> Result<Vec<WechatRow>, StoreError> {
+        const ALL: &str = "SELECT bucket_start, app_id, endpoint, errcode, calls, total_ms \
+                           FROM stats_wechat WHERE bucket_start >= ? AND bucket_start < ?";
+        const ONE: &str = "SELECT bucket_start, app_id, endpoint, errcode, calls, total_ms \
+                           FROM stats_wechat WHERE bucket_start >= ? AND bucket_start < ? \
+                           AND app_id = ?";
+        let mut query = sqlx::query(self.q(if app_id.is_some() { ONE } else { ALL }))
+            .bind(from)
+            .bind(to);
+        if let Some(app) = app_id {
+            query = query.bind(app.to_owned());
+        }
+        let rows = query.fetch_all(self.pool()).await.map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WechatRow {
+                    start: row.try_get(0)?,
+                    app_id: row.try_get(1)?,
+                    endpoint: row.try_get(2)?,
+                    errcode: row.try_get(3)?,
+                    calls: row.try_get(4)?,
+                    total_ms: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+
+    /// Distinct persons per (bucket, app) of `period` ('h' or 'd') in `[from, to)`; app `*`
+    /// is all apps together.
+    pub async fn stats_active(
+        &self,
+        period: &'static str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        const SQL: &str = "SELECT bucket_start, app_id, COUNT(*) FROM stats_active \
+                           WHERE period = ? AND bucket_start >= ? AND bucket_start < ? \
+                           GROUP BY bucket_start, app_id";
+        let rows = sqlx::query(self.q(SQL))
+            .bind(period)
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+
+    /// Deletes the distinct-person rows of hours before `hours_before` and of days before
+    /// `days_before`; returns how many went.
+    pub async fn purge_stats(
+        &self,
+        hours_before: i64,
+        days_before: i64,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM stats_active WHERE period = ? AND bucket_start < ?";
+        let hours = self
+            .write_one_quiet(SQL, move |q| q.bind("h").bind(hours_before))
+            .await?;
+        let days = self
+            .write_one_quiet(SQL, move |q| q.bind("d").bind(days_before))
+            .await?;
+        Ok(hours + days)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::values;
+
+    #[test]
+    fn values_lists_one_group_per_row() {
+        assert_eq!(values(2, 3), "(?, ?, ?), (?, ?, ?)");
+    }
+}
