@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wechat_sim::SimApp;
-use wxauth::config::ServiceConfig;
+use wxauth::config::{ServiceConfig, WebhookConfig};
 use wxauth_wechat::{SessionKey, crypto};
 
 use crate::helpers::*;
@@ -489,4 +489,40 @@ async fn the_feed_wants_a_service_credential_and_sane_parameters() {
         let response = feed_response(&app, query).await;
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
+}
+
+#[tokio::test]
+async fn only_the_types_an_endpoint_takes_are_queued_for_it() {
+    let app = spawn_app_with(Options {
+        tweak: Box::new(|config| {
+            let url = "http://127.0.0.1:9/hook".parse().unwrap();
+            let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+            let mut created = WebhookConfig::new(url, secret);
+            created.events = Some(vec!["person.created".to_owned()]);
+            let everything = WebhookConfig::new("http://127.0.0.1:9/all".parse().unwrap(), secret);
+            config.webhooks = vec![created, everything];
+        }),
+        ..Options::default()
+    })
+    .await;
+    let login = app.login("una").await;
+    app.patch_authed(
+        "/v1/me",
+        &token(&login, "access_token"),
+        json!({ "nickname": "Una" }),
+    )
+    .await;
+    assert_eq!(app.backend.count("events").await, 3);
+    assert_eq!(
+        app.backend
+            .count("webhook_deliveries WHERE endpoint = 'http://127.0.0.1:9/hook'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.backend
+            .count("webhook_deliveries WHERE endpoint = 'http://127.0.0.1:9/all'")
+            .await,
+        3
+    );
 }
