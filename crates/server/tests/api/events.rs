@@ -72,6 +72,7 @@ async fn all_events(app: &TestApp, expected: usize) -> Vec<Value> {
     let mut events = Vec::new();
     let mut after: Option<String> = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut settled = false;
     loop {
         let query = match &after {
             Some(after) => format!("?limit=3&after={after}"),
@@ -83,9 +84,21 @@ async fn all_events(app: &TestApp, expected: usize) -> Vec<Value> {
             after = Some(next.to_owned());
         }
         if got.is_empty() {
-            if events.len() >= expected || tokio::time::Instant::now() > deadline {
-                return events;
+            if events.len() >= expected {
+                // On MySQL and PostgreSQL events settle for a second before they are shown:
+                // look once more after that, so that an event too many is seen too.
+                if settled || app.backend.sql == crate::backend::Sql::Sqlite {
+                    return events;
+                }
+                settled = true;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                continue;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} events, not {expected}: {events:#?}",
+                events.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         events.extend(got);
@@ -353,7 +366,8 @@ async fn logout_reuse_and_an_operator_each_tell_session_revoked_with_a_reason() 
             .unwrap();
     assert_eq!(revoked, Some(2));
 
-    let events = all_events(&app, 8).await;
+    let events = all_events(&app, 7).await;
+    assert_eq!(events.len(), 7);
     let revocations: Vec<(String, String)> = of_type(&events, "session.revoked")
         .iter()
         .map(|e| {
