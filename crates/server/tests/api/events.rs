@@ -540,3 +540,34 @@ async fn only_the_types_an_endpoint_takes_are_queued_for_it() {
         3
     );
 }
+
+#[tokio::test]
+async fn the_purge_keeps_what_a_webhook_still_waits_for() {
+    let app = spawn_app_with(Options {
+        tweak: Box::new(|config| {
+            let url = "http://127.0.0.1:9/hook".parse().unwrap();
+            let mut created = WebhookConfig::new(url, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+            created.events = Some(vec!["person.created".to_owned()]);
+            config.webhooks = vec![created];
+        }),
+        ..Options::default()
+    })
+    .await;
+    app.login("vic").await;
+    assert_eq!(app.backend.count("events").await, 2);
+    let sql = &app.state.stores.sql;
+    // Nothing is old enough yet.
+    let now = wxauth::store::sql::events::wall_ms();
+    assert_eq!(sql.purge_events(now - 60_000).await.unwrap(), 0);
+    // Past the retention: identity.created goes; person.created is still pending for the
+    // endpoint (nothing listens there), so it stays.
+    assert_eq!(sql.purge_events(now + 60_000).await.unwrap(), 1);
+    assert_eq!(app.backend.count("events").await, 1);
+    assert_eq!(
+        app.backend
+            .count("events WHERE type = 'person.created'")
+            .await,
+        1
+    );
+    assert_eq!(app.backend.count("webhook_deliveries").await, 1);
+}
