@@ -178,7 +178,10 @@ export interface WxAuth {
    * server's session_key is stale) calls `wx.login` and sends the data again with the new code.
    */
   sendUserInfo(res: UserInfoResult | { detail: UserInfoResult }): Promise<User>;
-  /** `POST /v1/auth/logout` and forget the tokens (forgotten even if the server is unreachable). */
+  /**
+   * `POST /v1/auth/logout` with the refresh token (the session ends even after the access token
+   * expired) and forget the tokens (forgotten even if the server is unreachable).
+   */
   logout(): Promise<void>;
   /** Whether tokens are stored (the server may still refuse them). */
   isLoggedIn(): boolean;

@@ -726,7 +726,9 @@ function createAuth(options) {
 
   /**
    * Logs out (`POST /v1/auth/logout`) and forgets the tokens, even when the server cannot be
-   * reached. Does nothing on the server when not logged in.
+   * reached. Does nothing on the server when not logged in. The refresh token goes along, so
+   * the session ends on the server even when the access token has expired (the usual case
+   * after two hours).
    */
   function logout() {
     var pending = loginInFlight || refreshInFlight;
@@ -734,7 +736,8 @@ function createAuth(options) {
     return ready.then(function (t) {
       clearTokens();
       if (!t) return undefined;
-      return sendJson('POST', '/v1/auth/logout', undefined, bearer(null, t.accessToken)).then(
+      var body = t.refreshToken ? { refresh_token: t.refreshToken } : undefined;
+      return sendJson('POST', '/v1/auth/logout', body, bearer(null, t.accessToken)).then(
         function (res) {
           // 401: the session was already gone, which is what logging out wants.
           if (!isOk(res) && res.statusCode !== 401) throw errorFromResponse(res);

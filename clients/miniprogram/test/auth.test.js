@@ -196,6 +196,23 @@ test('logout revokes the session on the server and forgets the tokens', async ()
   assert.equal(env.calls.login, 2);
 });
 
+test('logout after the access token expired still ends the session on the server', async () => {
+  const { env, auth } = client('logout-expired');
+  await auth.login();
+  const { refreshToken } = stored(env);
+  await sleep(WAIT_FOR_EXPIRY_MS);
+
+  await auth.logout();
+
+  assert.equal(stored(env), '', 'storage is empty');
+  assert.equal(env.count('/v1/auth/refresh'), 0, 'no refresh just to log out');
+  const call = env.calls.requests.find((r) => r.path === '/v1/auth/logout');
+  assert.equal(call.data.refresh_token, refreshToken, 'the refresh token goes along');
+  const res = await stack.api('POST', '/v1/auth/refresh', { body: { refresh_token: refreshToken } });
+  assert.equal(res.statusCode, 401);
+  assert.equal(res.data.error.code, 'token_revoked');
+});
+
 test('logout forgets the tokens even when the server cannot be reached', async () => {
   const { env, auth } = client('logout-offline');
   await auth.login();

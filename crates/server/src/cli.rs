@@ -76,6 +76,10 @@ pub enum Command {
     /// Print a new random service secret (base64url of 32 bytes, no padding) for a
     /// [[services]] entry.
     GenSecret,
+    /// Seal every stored secret (session_keys, signing keys, WeChat tokens) again under the
+    /// current security.data_key, opening them with security.previous_data_keys; afterwards
+    /// the previous keys can be removed from the configuration.
+    RotateDataKey,
     /// Print a new random webhook signing secret (whsec_ and base64 of 32 bytes) for a
     /// [[webhooks]] entry.
     GenWebhookSecret,
@@ -326,6 +330,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::RotateDataKey => {
+            let config = load(cli.config)?;
+            telemetry::init(&config.log);
+            let resolved = config.resolve().map_err(|problems| {
+                anyhow::anyhow!(
+                    "the configuration has problems:\n- {}",
+                    problems.join("\n- ")
+                )
+            })?;
+            let key = &resolved.data_key;
+            let stores = store::connect(&config.database, &config.sessions, key).await?;
+            let report = store::reseal::reseal_all(&stores, key).await?;
+            println!("sealed again under data key {}:", key.id());
+            let mut unreadable = 0;
+            for place in &report {
+                println!(
+                    "  {:<26} {} sealed again, {} current already{}",
+                    place.place,
+                    place.resealed,
+                    place.current,
+                    match place.unreadable {
+                        0 => String::new(),
+                        n => format!(", {n} opened by no configured key"),
+                    }
+                );
+                unreadable += place.unreadable;
+            }
+            if unreadable > 0 {
+                eprintln!(
+                    "warning: {unreadable} value(s) were sealed by a key that is not configured \
+                     (not security.data_key nor security.previous_data_keys): they were left as \
+                     they are and cannot be opened"
+                );
+            } else {
+                println!(
+                    "Every stored secret is sealed under the current key: \
+                     security.previous_data_keys can be removed."
+                );
+            }
+        }
         Command::Import(ImportCommand::Django(args)) => {
             let config = load(cli.config)?;
             return import_django(&config, args).await;
@@ -485,7 +529,9 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut problems = config.resolve().err().unwrap_or_default();
+    let resolved = config.resolve();
+    let data_key = resolved.as_ref().ok().map(|r| r.data_key.clone());
+    let mut problems = resolved.err().unwrap_or_default();
     let mut warnings = Vec::new();
     let mut facts: Vec<(&str, String)> = vec![("listen", config.server.listen.to_string())];
     if config.database.url == DatabaseConfig::default().url {
@@ -560,6 +606,21 @@ async fn check_config(file: Option<PathBuf>, offline: bool) -> ExitCode {
             duration::format(tokens.session_max_age)
         ),
     ));
+
+    if let Some(key) = data_key {
+        let previous: Vec<&str> = key.previous_ids().collect();
+        facts.push((
+            "data key",
+            match previous.as_slice() {
+                [] => format!("id {}", key.id()),
+                ids => format!(
+                    "id {}; previous (open only) {}: run `wxauth rotate-data-key`, then remove them",
+                    key.id(),
+                    ids.join(", ")
+                ),
+            },
+        ));
+    }
 
     let valid = problems.is_empty();
     if valid {

@@ -469,6 +469,11 @@ pub struct TokensConfig {
     /// Longest a session lives however often it is refreshed (the absolute timeout).
     #[serde(with = "duration")]
     pub session_max_age: Duration,
+    /// How long after a refresh the refresh token just used still answers with the same new
+    /// pair (a double submit, a retry after a lost answer) instead of counting as reuse and
+    /// revoking the session. "0s" turns it off.
+    #[serde(with = "duration")]
+    pub refresh_grace: Duration,
     /// What access tokens are: "opaque" (random, looked up in the store) or "jwt" (signed,
     /// verifiable offline against `/.well-known/jwks.json`).
     pub format: TokenFormat,
@@ -496,6 +501,7 @@ impl Default for TokensConfig {
             access_ttl: Self::default_access_ttl(TokenFormat::Opaque),
             refresh_ttl: Duration::from_secs(30 * 86400),
             session_max_age: Duration::from_secs(180 * 86400),
+            refresh_grace: Duration::from_secs(10),
             format: TokenFormat::Opaque,
             jwt_algorithm: JwtAlgorithm::EdDSA,
             issuer: None,
@@ -558,6 +564,11 @@ pub struct SecurityConfig {
     pub data_key: Option<SecretString>,
     /// A file holding the data key instead.
     pub data_key_file: Option<PathBuf>,
+    /// Data keys used before the current one: they still open what they sealed (nothing new is
+    /// sealed with them) until `wxauth rotate-data-key` has sealed it again.
+    pub previous_data_keys: Vec<SecretString>,
+    /// Files holding previous data keys instead.
+    pub previous_data_key_files: Vec<PathBuf>,
     /// Oldest open data accepted (by its watermark); "0s" turns the check off.
     #[serde(with = "duration")]
     pub watermark_max_age: Duration,
@@ -568,6 +579,8 @@ impl Default for SecurityConfig {
         Self {
             data_key: None,
             data_key_file: None,
+            previous_data_keys: Vec::new(),
+            previous_data_key_files: Vec::new(),
             watermark_max_age: Duration::from_secs(600),
         }
     }
@@ -966,13 +979,32 @@ fn resolve_data_key(security: &SecurityConfig) -> Result<DataKey, String> {
             );
         }
     };
+    let current = decode_data_key(&encoded, "the data key")?;
+    let mut previous = Vec::new();
+    for (i, key) in security.previous_data_keys.iter().enumerate() {
+        let what = format!("security.previous_data_keys[{i}]");
+        previous.push(decode_data_key(key.expose_secret().trim(), &what)?);
+    }
+    for path in &security.previous_data_key_files {
+        let encoded = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read security.previous_data_key_files entry {}: {e}",
+                path.display()
+            )
+        })?;
+        let what = format!("the previous data key in {}", path.display());
+        previous.push(decode_data_key(encoded.trim(), &what)?);
+    }
+    Ok(DataKey::with_previous(current, &previous))
+}
+
+fn decode_data_key(encoded: &str, what: &str) -> Result<[u8; 32], String> {
     let bytes = BASE64
         .decode(encoded.as_bytes())
-        .map_err(|_| "the data key is not valid base64 (use `wxauth gen-key`)".to_owned())?;
-    let bytes: [u8; 32] = bytes
+        .map_err(|_| format!("{what} is not valid base64 (use `wxauth gen-key`)"))?;
+    bytes
         .try_into()
-        .map_err(|_| "the data key must be 32 bytes of base64 (use `wxauth gen-key`)".to_owned())?;
-    Ok(DataKey::new(bytes))
+        .map_err(|_| format!("{what} must be 32 bytes of base64 (use `wxauth gen-key`)"))
 }
 
 fn extract(figment: &Figment) -> Result<Config, String> {
@@ -1399,6 +1431,7 @@ mod tests {
                     "access_ttl",
                     "refresh_ttl",
                     "session_max_age",
+                    "refresh_grace",
                     "format",
                     "jwt_algorithm",
                     "issuer",

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// An upload is not a PNG, JPEG or WebP image.
     #[error("not an image")]
     NotAnImage,
+    /// An upload looks like an image but does not decode whole, or is too large to.
+    #[error("invalid image")]
+    InvalidImage(&'static str),
     /// The body is over the limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -123,6 +126,9 @@ impl ApiError {
                 "unsupported_image",
                 "the file is not a PNG, JPEG or WebP image".into(),
             ),
+            E::InvalidImage(message) => {
+                (StatusCode::BAD_REQUEST, "invalid_image", (*message).into())
+            }
             E::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

@@ -112,7 +112,7 @@ impl FromRequestParts<AppState> for ClientMeta {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)

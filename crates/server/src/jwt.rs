@@ -305,7 +305,8 @@ fn new_key(algorithm: JwtAlgorithm, data_key: &DataKey, now: i64) -> NewKey {
     }
 }
 
-fn seal_context(kid: &str) -> String {
+/// What a signing key's sealed private key is bound to.
+pub(crate) fn seal_context(kid: &str) -> String {
     format!("signing_key:{kid}")
 }
 
@@ -719,7 +720,8 @@ fn open_current(row: &StoredKey, data_key: &DataKey) -> anyhow::Result<CurrentKe
             .with_context(|| {
                 format!(
                     "the signing key {} cannot be opened with this data key (was \
-                     security.data_key changed?)",
+                     security.data_key changed? Put the key it replaced in \
+                     security.previous_data_keys, start, and run `wxauth rotate-data-key`)",
                     row.kid
                 )
             })?,

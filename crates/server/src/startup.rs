@@ -85,6 +85,7 @@ impl Application {
                 config.database.url.masked()
             );
         }
+        ensure_media_dir(&config.storage.media_dir)?;
         let stores = store::connect(&config.database, &config.sessions, &resolved.data_key).await?;
         stores.sql.set_endpoints(endpoints(&resolved.webhooks));
         let wechat_config = ClientConfig {
@@ -155,6 +156,7 @@ impl Application {
                 access: secs(config.tokens.access_ttl),
                 refresh: secs(config.tokens.refresh_ttl),
                 session: secs(config.tokens.session_max_age),
+                refresh_grace: secs(config.tokens.refresh_grace),
             },
             watermark_max_age: Some(config.security.watermark_max_age).filter(|d| !d.is_zero()),
             wechat_timeout: config.wechat.timeout,
@@ -270,6 +272,28 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
              or with --listen (wxauth demo)"
         ))
     })
+}
+
+/// Creates `storage.media_dir` (and its parents) when missing, and checks that this process may
+/// write there, so a wrong path or owner is reported at start and not at the first upload.
+fn ensure_media_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let hint = "set storage.media_dir (WXAUTH_STORAGE__MEDIA_DIR) to a directory this user may \
+                write, or create it with the right owner";
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "Failed to create the media directory {}: {hint}",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(format!(".wxauth-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "The media directory {} is not writable: {hint}",
+                dir.display()
+            )
+        })
 }
 
 /// `[server]` as the serving loop uses it; a zero turns a limit off.

@@ -72,6 +72,8 @@ pub struct Lifetimes {
     pub refresh: i64,
     /// Absolute session lifetime.
     pub session: i64,
+    /// How long a just-used refresh token still answers with its successor pair.
+    pub refresh_grace: i64,
 }
 
 impl std::ops::Deref for AppState {

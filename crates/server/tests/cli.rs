@@ -832,3 +832,33 @@ fn commands_that_read_no_config_refuse_a_config_file() {
         );
     }
 }
+
+#[test]
+fn serve_creates_the_media_directory_and_names_one_it_cannot_write() {
+    let dir = good_dir();
+    let media = dir.path().join("state/media");
+    let media_env = media.to_str().unwrap().to_owned();
+    let (log, listening) = serve_until_listening(
+        dir.path(),
+        &[SECRET, ("WXAUTH_STORAGE__MEDIA_DIR", media_env.as_str())],
+    );
+    assert!(listening, "{log}");
+    assert!(media.is_dir(), "{} was not created", media.display());
+
+    // A path below a regular file can never be a directory.
+    std::fs::write(dir.path().join("plain-file"), b"").unwrap();
+    let blocked = dir.path().join("plain-file/media");
+    let blocked_env = blocked.to_str().unwrap().to_owned();
+    let (log, listening) = serve_until_listening(
+        dir.path(),
+        &[SECRET, ("WXAUTH_STORAGE__MEDIA_DIR", blocked_env.as_str())],
+    );
+    assert!(
+        !listening,
+        "started with an unusable media directory: {log}"
+    );
+    assert!(
+        log.contains("media directory") && log.contains("storage.media_dir"),
+        "{log}"
+    );
+}

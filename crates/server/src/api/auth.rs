@@ -1,14 +1,15 @@
 //! `POST /v1/auth/login`, `/refresh`, `/logout`, `/check`: parse, call the service, answer.
 
-use axum::extract::State;
+use axum::extract::{FromRequest as _, Request, State};
 use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::views::UserView;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::{ApiJson, Authenticated, bearer_token};
 use crate::service::login::{self, ClientMeta};
 use crate::service::sessions::{self, TokenPair};
 use crate::state::AppState;
@@ -92,10 +93,35 @@ async fn check(
     Ok(Json(CheckResponse { session_key_valid }))
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
-) -> Result<StatusCode, ApiError> {
-    sessions::revoke(&state, &caller.principal.session_id, "logout").await?;
+/// `POST /v1/auth/logout` body, optional. No `Debug`: it holds a token.
+#[derive(Deserialize)]
+pub struct LogoutRequest {
+    /// The session's refresh token: logs out without a live access token.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+/// The largest logout body read.
+const LOGOUT_BODY_LIMIT: usize = 16 * 1024;
+
+/// Logs out by `{"refresh_token"}` or by the bearer access token, live or expired.
+async fn logout(State(state): State<AppState>, request: Request) -> Result<StatusCode, ApiError> {
+    let (parts, body) = request.into_parts();
+    let access = match parts.headers.contains_key(AUTHORIZATION) {
+        true => Some(bearer_token(&parts)?.to_owned()),
+        false => None,
+    };
+    let bytes = axum::body::to_bytes(body, LOGOUT_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    // No body, or an empty one: the bearer token decides.
+    let refresh = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let ApiJson(body) = ApiJson::<LogoutRequest>::from_request(request, &state).await?;
+        body.refresh_token
+    };
+    sessions::logout(&state, access.as_deref(), refresh.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -100,6 +100,11 @@ struct Remembered {
     session_key: String,
 }
 
+/// What a remembered exchange of the code with hash `hash` (hex) is sealed for.
+pub(crate) fn code_context(hash: &str) -> String {
+    format!("login_code:{hash}")
+}
+
 /// Exchanges a login code with WeChat at most once. A retry of the same code within its five
 /// minutes (a client whose response was lost) gets the remembered answer instead of
 /// WeChat's "code already used"; a concurrent duplicate waits for the first exchange.
@@ -109,7 +114,7 @@ pub async fn exchange_code(
     code: &JsCode,
 ) -> Result<Code2Session, ApiError> {
     let hash = TokenHash::of(&format!("{}:{}", app.app_id, code.as_str())).to_hex();
-    let context = format!("login_code:{hash}");
+    let context = code_context(&hash);
     // Poll for a concurrent exchange at most as long as that exchange may take.
     let deadline = tokio::time::Instant::now() + state.wechat_timeout + Duration::from_secs(1);
     loop {

@@ -18,6 +18,25 @@ use crate::tokens::random_id;
 const ANONYMOUS_NICKNAME: &str = "微信用户";
 /// Largest `extra` object, serialized.
 const EXTRA_MAX_BYTES: usize = 4096;
+/// The columns' sizes, in characters: WeChat's data is cut to fit (a strict MySQL refuses an
+/// overlong value, and no real city or language name comes near).
+const PLACE_MAX_CHARS: usize = 255;
+const LANGUAGE_MAX_CHARS: usize = 64;
+const NICKNAME_MAX_CHARS: usize = 64;
+/// Phone parts are refused beyond their columns (a cut number would be a wrong one).
+const PHONE_COUNTRY_CODE_MAX_DIGITS: usize = 8;
+const PHONE_NUMBER_MAX_DIGITS: usize = 32;
+
+/// `text` without control characters, cut to at most `max` characters; `None` when nothing
+/// is left.
+fn fit(text: Option<String>, max: usize) -> Option<String> {
+    let text = text?;
+    if text.chars().count() <= max && !text.chars().any(char::is_control) {
+        return Some(text).filter(|t| !t.trim().is_empty());
+    }
+    let fitted: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
+    Some(fitted).filter(|t| !t.trim().is_empty())
+}
 
 /// A person with every identity they have.
 pub struct Profiled {
@@ -61,6 +80,11 @@ async fn apply(
         .ok_or(ApiError::Unauthorized(
             "the user of this session no longer exists",
         ))?;
+    // A new avatar (uploaded, set by URL or from WeChat's data) replaces the stored file.
+    let previous = caller.user.profile.avatar_url.as_deref();
+    if update.avatar_url.is_some() && update.avatar_url.as_deref() != previous {
+        remove_own_avatar(state, previous).await;
+    }
     with_identities(state, user).await
 }
 
@@ -236,17 +260,16 @@ async fn session_key_for(
 /// The profile fields worth storing from decrypted user info.
 fn profile_update(info: UserInfo, current: &User) -> ProfileUpdate {
     let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-    let nickname = non_empty(info.nick_name)
-        .filter(|n| !(n == ANONYMOUS_NICKNAME && current.profile.nickname.is_some()))
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(64).collect());
+    let nickname = fit(info.nick_name, NICKNAME_MAX_CHARS)
+        .filter(|n| !(n == ANONYMOUS_NICKNAME && current.profile.nickname.is_some()));
     ProfileUpdate {
         nickname,
         avatar_url: non_empty(info.avatar_url).filter(|u| u.len() <= 1024),
         gender: info.gender.filter(|g| (0..=2).contains(g)),
-        city: non_empty(info.city),
-        province: non_empty(info.province),
-        country: non_empty(info.country),
-        language: non_empty(info.language),
+        city: fit(info.city, PLACE_MAX_CHARS),
+        province: fit(info.province, PLACE_MAX_CHARS),
+        country: fit(info.country, PLACE_MAX_CHARS),
+        language: fit(info.language, LANGUAGE_MAX_CHARS),
         ..ProfileUpdate::default()
     }
 }
@@ -303,8 +326,7 @@ pub async fn phone(
             ));
         }
     };
-    let digits = |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(&info.pure_phone_number) || !digits(&info.country_code) {
+    if !phone_parts_fit(&info.country_code, &info.pure_phone_number) {
         return Err(ApiError::OpenData(DecryptError::Malformed));
     }
     let update = ProfileUpdate {
@@ -315,6 +337,14 @@ pub async fn phone(
         ..ProfileUpdate::default()
     };
     apply(state, caller, &update, None).await
+}
+
+/// Whether a phone number's parts are digits that fit their columns.
+fn phone_parts_fit(country_code: &str, number: &str) -> bool {
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    digits(country_code, PHONE_COUNTRY_CODE_MAX_DIGITS) && digits(number, PHONE_NUMBER_MAX_DIGITS)
 }
 
 /// Image formats accepted for avatars, recognised by their first bytes.
@@ -330,15 +360,102 @@ fn image_extension(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Stores an uploaded avatar under the media directory and sets it as the caller's.
+/// Largest upload decoded, in pixels a side: anything larger is refused before its pixels are
+/// allocated.
+const AVATAR_MAX_DECODED_SIDE: u32 = 4096;
+/// Largest avatar stored, in pixels a side (WeChat's own are 132 or 640): larger ones are
+/// scaled down.
+const AVATAR_MAX_SIDE: u32 = 640;
+/// Most memory one decode may take.
+const AVATAR_MAX_DECODE_BYTES: u64 = 128 << 20;
+
+/// Decodes an upload whole and encodes it again, upright by its EXIF orientation and at most
+/// [`AVATAR_MAX_SIDE`] a side: what is stored is pixels only, never the bytes sent (no
+/// metadata, no GPS position of a phone photo, nothing appended to or hidden in the file).
+/// JPEG stays JPEG; PNG and WebP become PNG. Returns the file and its extension.
+fn reencode_avatar(bytes: &[u8]) -> Result<(Vec<u8>, &'static str), ApiError> {
+    use image::{DynamicImage, ImageDecoder as _, ImageError, ImageFormat, ImageReader, Limits};
+    let format = match image_extension(bytes).ok_or(ApiError::NotAnImage)? {
+        "png" => ImageFormat::Png,
+        "jpg" => ImageFormat::Jpeg,
+        _ => ImageFormat::WebP,
+    };
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(AVATAR_MAX_DECODED_SIDE);
+    limits.max_image_height = Some(AVATAR_MAX_DECODED_SIDE);
+    limits.max_alloc = Some(AVATAR_MAX_DECODE_BYTES);
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits);
+    let refused = |err: ImageError| match err {
+        ImageError::Limits(_) => ApiError::InvalidImage(
+            "the image is larger than 4096 pixels a side; send a smaller one",
+        ),
+        _ => ApiError::InvalidImage("the image is damaged or incomplete and cannot be decoded"),
+    };
+    let mut decoder = reader.into_decoder().map_err(refused)?;
+    let orientation = decoder.orientation().map_err(refused)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    image.apply_orientation(orientation);
+    if image.width() > AVATAR_MAX_SIDE || image.height() > AVATAR_MAX_SIDE {
+        image = image.thumbnail(AVATAR_MAX_SIDE, AVATAR_MAX_SIDE);
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    let extension = if format == ImageFormat::Jpeg {
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+        DynamicImage::ImageRgb8(image.to_rgb8())
+            .write_with_encoder(encoder)
+            .map_err(anyhow::Error::from)?;
+        "jpg"
+    } else {
+        image
+            .write_to(&mut out, ImageFormat::Png)
+            .map_err(anyhow::Error::from)?;
+        "png"
+    };
+    Ok((out.into_inner(), extension))
+}
+
+/// The file name of one of this service's avatars, from its URL (`None` for any other URL).
+fn own_avatar_name(public_url: &url::Url, avatar_url: &str) -> Option<String> {
+    let prefix = media_url(public_url, "").ok()?;
+    let name = avatar_url.strip_prefix(prefix.as_str())?;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    plain.then(|| name.to_owned())
+}
+
+/// Deletes the avatar file a new avatar replaced, when it was one of this service's.
+pub(crate) async fn remove_own_avatar(state: &AppState, avatar_url: Option<&str>) {
+    let Some(name) = avatar_url.and_then(|url| own_avatar_name(&state.media.public_url, url))
+    else {
+        return;
+    };
+    let path = state.media.dir.join("avatars").join(&name);
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "cannot delete a replaced avatar")
+        }
+    }
+}
+
+/// Stores an uploaded avatar under the media directory and sets it as the caller's (the one
+/// it replaces is deleted).
 pub async fn avatar(state: &AppState, caller: &Caller, bytes: Bytes) -> Result<Profiled, ApiError> {
     if bytes.len() > state.media.max_bytes {
         return Err(ApiError::PayloadTooLarge);
     }
-    let extension = image_extension(&bytes).ok_or(ApiError::NotAnImage)?;
+    // Decoding is CPU work: off the async workers.
+    let (file, extension) = tokio::task::spawn_blocking(move || reencode_avatar(&bytes))
+        .await
+        .map_err(anyhow::Error::from)??;
     let name = format!("{}.{extension}", random_id());
     let dir = state.media.dir.join("avatars");
-    store_file(&dir, &name, &bytes).await?;
+    store_file(&dir, &name, &file).await?;
     let url = media_url(&state.media.public_url, &name)?;
     let update = ProfileUpdate {
         avatar_url: Some(url.to_string()),
@@ -418,6 +535,27 @@ pub fn merge(a: &User, b: &User, unionid: &UnionId, now: i64) -> Merge {
 mod tests {
     use super::*;
     use crate::model::{Profile, UserId};
+
+    #[test]
+    fn decrypted_text_is_cut_to_its_column_by_characters() {
+        let long = "深".repeat(300);
+        let fitted = fit(Some(long), PLACE_MAX_CHARS).unwrap();
+        assert_eq!(fitted.chars().count(), PLACE_MAX_CHARS);
+        assert_eq!(fit(Some("Shen\u{0}zhen".into()), 255).unwrap(), "Shenzhen");
+        assert_eq!(fit(Some("😀".repeat(70)), 64).unwrap().chars().count(), 64);
+        assert_eq!(fit(Some("  ".into()), 64), None);
+        assert_eq!(fit(None, 64), None);
+    }
+
+    #[test]
+    fn phone_parts_are_refused_beyond_their_columns() {
+        assert!(phone_parts_fit("86", "13812345678"));
+        assert!(phone_parts_fit("12345678", &"1".repeat(32)));
+        assert!(!phone_parts_fit("123456789", "13812345678"));
+        assert!(!phone_parts_fit("86", &"1".repeat(33)));
+        assert!(!phone_parts_fit("", "1"));
+        assert!(!phone_parts_fit("86", "138-1234"));
+    }
 
     fn person(id: &str, created_at: i64, profile: Profile, phone: Option<&str>) -> User {
         User {

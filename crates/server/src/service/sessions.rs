@@ -1,7 +1,7 @@
 //! Sessions: a bearer token authenticated into one [`Principal`], token pairs minted and
 //! rotated, sessions revoked, the session_key opened.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wxauth_wechat::{AppId, OpenId, SessionKey, UnionId};
 
 use crate::config::TokenFormat;
@@ -9,7 +9,9 @@ use crate::error::ApiError;
 use crate::jwt;
 use crate::model::{User, UserId};
 use crate::state::AppState;
-use crate::store::{AccessCheck, RefreshOutcome, Session, StoreError, Stores, TokenEntry};
+use crate::store::{
+    AccessCheck, RefreshOutcome, Session, StoreError, Stores, Successor, TokenEntry,
+};
 use crate::tokens::{ACCESS_PREFIX, NewToken, REFRESH_PREFIX, TokenHash};
 
 /// Who a live access token speaks for: what other services are told about the caller.
@@ -182,7 +184,65 @@ pub fn mint_pair(
     ))
 }
 
-/// Uses a refresh token once: a new pair; a second use revokes the session.
+/// A rotation's pair as kept for a replay within `tokens.refresh_grace` (sealed; no `Debug`).
+#[derive(Serialize, Deserialize)]
+struct KeptPair {
+    access_token: String,
+    access_expires_at: i64,
+    refresh_token: String,
+    refresh_expires_at: i64,
+}
+
+/// What the sealed successor of the refresh token with hash `hash` (hex) is bound to.
+pub(crate) fn successor_context(hash: &str) -> String {
+    format!("refresh-successor:{hash}")
+}
+
+fn keep_pair(state: &AppState, hash: &TokenHash, pair: &TokenPair, now: i64) -> Option<Successor> {
+    if state.lifetimes.refresh_grace <= 0 {
+        return None;
+    }
+    let kept = KeptPair {
+        access_token: pair.access_token.clone(),
+        access_expires_at: now + pair.expires_in,
+        refresh_token: pair.refresh_token.clone(),
+        refresh_expires_at: now + pair.refresh_expires_in,
+    };
+    let json = serde_json::to_vec(&kept).ok()?;
+    Some(Successor {
+        sealed: state
+            .data_key
+            .seal_bytes(&json, &successor_context(&hash.to_hex())),
+        expires_at: now + state.lifetimes.refresh_grace,
+    })
+}
+
+/// The pair a replayed refresh token gets again, its lifetimes counted from `now`.
+fn replayed_pair(
+    state: &AppState,
+    hash: &TokenHash,
+    sealed: &str,
+    session: &Session,
+    now: i64,
+) -> Option<TokenPair> {
+    let json = state
+        .data_key
+        .open_bytes(sealed, &successor_context(&hash.to_hex()))
+        .ok()?;
+    let kept: KeptPair = serde_json::from_slice(&json).ok()?;
+    let end = |at: i64| (at.min(session.expires_at) - now).max(0);
+    Some(TokenPair {
+        expires_in: end(kept.access_expires_at),
+        refresh_expires_in: end(kept.refresh_expires_at),
+        access_token: kept.access_token,
+        token_type: "Bearer",
+        refresh_token: kept.refresh_token,
+    })
+}
+
+/// Uses a refresh token once: a new pair. The same token again within
+/// `tokens.refresh_grace` gets the same pair back (a double submit, a retry after a lost
+/// answer); any later use is reuse and revokes the session.
 pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair, ApiError> {
     if !refresh_token.starts_with(REFRESH_PREFIX) {
         return Err(ApiError::Unauthorized("the refresh token is not valid"));
@@ -216,16 +276,23 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair,
             mint_pair(state, now, session.expires_at, Some(&subject))?
         }
     };
+    let successor = keep_pair(state, &hash, &pair, now);
     let outcome = state
         .stores
         .sessions
-        .rotate(&hash, access, refresh, now)
+        .rotate(&hash, access, refresh, successor, now)
         .await?;
     match outcome {
         RefreshOutcome::Rotated(session) => {
             pair.expires_in = pair.expires_in.min(session.expires_at - now);
             pair.refresh_expires_in = pair.refresh_expires_in.min(session.expires_at - now);
             Ok(pair)
+        }
+        RefreshOutcome::Replayed { session, successor } => {
+            replayed_pair(state, &hash, &successor, &session, now).ok_or_else(|| {
+                tracing::warn!(session_id = %session.id, "cannot open a kept refresh successor");
+                ApiError::Unauthorized("the refresh token is not valid")
+            })
         }
         RefreshOutcome::Reused => {
             tracing::warn!("refresh token presented twice: session revoked");
@@ -235,6 +302,59 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenPair,
         RefreshOutcome::Expired => Err(ApiError::TokenExpired),
         RefreshOutcome::Unknown => Err(ApiError::Unauthorized("the refresh token is not valid")),
     }
+}
+
+/// Logs a session out: the one a refresh token belongs to, or the one of an access token,
+/// live or expired (an access token normally has expired by the time a user logs out; its
+/// session and refresh token live on). A refresh token of a session that has already ended is
+/// a logout done.
+pub async fn logout(
+    state: &AppState,
+    access_token: Option<&str>,
+    refresh_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let session = match (refresh_token, access_token) {
+        (Some(refresh_token), _) => {
+            if !refresh_token.starts_with(REFRESH_PREFIX) {
+                return Err(ApiError::Unauthorized("the refresh token is not valid"));
+            }
+            let session = state
+                .stores
+                .sessions
+                .session_of_refresh(&TokenHash::of(refresh_token))
+                .await?
+                .ok_or(ApiError::Unauthorized("the refresh token is not valid"))?;
+            if session.revoked_at.is_some() || session.expires_at <= state.now() {
+                return Ok(());
+            }
+            session.id
+        }
+        (None, Some(access_token)) => match resolve(state, access_token).await {
+            Ok(caller) => caller.principal.session_id,
+            Err(ApiError::TokenExpired) => {
+                let session = state
+                    .stores
+                    .sessions
+                    .session_of_access(&TokenHash::of(access_token))
+                    .await?
+                    .ok_or(ApiError::TokenExpired)?;
+                if session.revoked_at.is_some() {
+                    return Err(ApiError::TokenRevoked);
+                }
+                if session.expires_at <= state.now() {
+                    return Ok(());
+                }
+                session.id
+            }
+            Err(err) => return Err(err),
+        },
+        (None, None) => {
+            return Err(ApiError::Unauthorized(
+                "send Authorization: Bearer <access_token> or {\"refresh_token\": ...}",
+            ));
+        }
+    };
+    revoke(state, &session, "logout").await
 }
 
 /// Ends a session at once: every token of it stops working.

@@ -11,6 +11,7 @@ pub mod check;
 pub mod memory_codes;
 pub mod migrate;
 pub mod redis;
+pub mod reseal;
 pub mod signing_keys;
 pub mod sql;
 pub mod wechat_tokens;
@@ -170,6 +171,14 @@ impl AccessCheck {
 pub enum RefreshOutcome {
     /// The token was live: it is now used, and the new pair is stored.
     Rotated(Session),
+    /// The token was used moments ago (within `tokens.refresh_grace`): here is the pair that
+    /// use handed out, sealed as the rotation stored it. Nothing changed.
+    Replayed {
+        /// The session.
+        session: Session,
+        /// The successor pair, sealed (see [`Successor`]).
+        successor: String,
+    },
     /// The token had been used before: the whole session is now revoked.
     Reused,
     /// The token (or its session) has expired.
@@ -178,6 +187,24 @@ pub enum RefreshOutcome {
     Revoked,
     /// No such token.
     Unknown,
+}
+
+/// The pair a rotation hands out, sealed, kept until `expires_at` so that the same refresh
+/// token presented again within `tokens.refresh_grace` gets it back.
+#[derive(Clone)]
+pub struct Successor {
+    /// The pair, sealed with the data key.
+    pub sealed: String,
+    /// Until when it is handed out again.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Successor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Successor")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sessions and their tokens.
@@ -201,13 +228,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// before the rotation decides).
     async fn session_of_refresh(&self, refresh: &TokenHash) -> Result<Option<Session>, StoreError>;
 
-    /// Uses a refresh token once: on success stores the new pair; a second use revokes the
-    /// session.
+    /// The session an access token belongs to, whatever its state: an expired access token
+    /// still names its session (to log it out). Access tokens stay findable until
+    /// `tokens.refresh_ttl` after they expire, or until the next rotation replaces them.
+    async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError>;
+
+    /// Uses a refresh token once: on success stores the new pair, expires the session's
+    /// previous access token and keeps `successor` (when given) for a replay; a second use
+    /// within the successor's time gets it back ([`RefreshOutcome::Replayed`]); any other
+    /// second use revokes the session.
     async fn rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError>;
 
@@ -229,8 +264,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Records that the session was used.
     async fn touch(&self, session_id: &str, now: i64) -> Result<(), StoreError>;
 
-    /// Deletes expired tokens, expired sessions, and sessions idle since `idle_before` that
-    /// have no token left; returns how many rows went.
+    /// Deletes expired refresh tokens, access tokens expired before `idle_before`, expired
+    /// sessions, sessions idle since `idle_before` that have no token left, and successors kept
+    /// past their time; returns how many rows went.
     async fn purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError>;
 }
 

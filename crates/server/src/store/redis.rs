@@ -2,8 +2,14 @@
 //!
 //! Keys (all under the configured prefix, `wxauth:` by default):
 //! - `s:<session id>`: a hash with the session; lives as long as its newest refresh token.
-//! - `t:<sha256 hex>`: a hash `{sid, kind, exp, used}` per token; expires with the token. A
-//!   used refresh token stays until it expires so that a second use is recognised as reuse.
+//! - `t:<sha256 hex>`: a hash `{sid, kind, exp, used, a}` per token. A refresh token (with `a`,
+//!   the hash of the access token issued beside it) stays until it expires, used or not, so
+//!   that a second use is recognised as reuse. An access token stays until its refresh token
+//!   expires, so that an expired one can still log its session out; the rotation that replaces
+//!   it sets its `exp` to now and lets the key go when its original lifetime ends.
+//! - `g:<sha256 hex>`: `<until>:<sealed pair>`, the pair a rotation handed out for that refresh
+//!   token, for `tokens.refresh_grace` (a replay until then gets the same pair). The time is
+//!   judged by the service's clock; the key's TTL only cleans up.
 //! - `i:<app_id>:<openid>`: the set of an identity's session ids, to revoke them all.
 //! - `c:<sha256 hex>`: a login code recently exchanged, with WeChat's answer (sealed).
 //! - `wx:token:<app_id>`, `wx:lock:<app_id>`: the shared WeChat access token and its refresh
@@ -30,7 +36,7 @@ use wxauth_wechat::{AppId, OpenId};
 use super::sql::SqlStore;
 use super::{
     AccessCheck, CodeCache, CodeClaim, RefreshOutcome, Session, SessionStore, StoreError,
-    TokenEntry,
+    Successor, TokenEntry,
 };
 use crate::config::SessionsConfig;
 use crate::tokens::TokenHash;
@@ -58,19 +64,29 @@ if not s[1] then return {} end
 return {t[1], t[3], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9]}
 ";
 
-/// KEYS[1] = refresh token key; ARGV = session key prefix, token key prefix, now,
-/// new access hash, its exp, new refresh hash, its exp.
-/// Returns {status}, {'reused', sid, app_id, openid} or {'rotated', sid, the nine session
-/// fields}.
+/// KEYS[1] = refresh token key, KEYS[2] = its successor key; ARGV = session key prefix, token
+/// key prefix, now, new access hash, its exp, new refresh hash, its exp, the sealed successor
+/// ('' for none), until when it is kept.
+/// Returns {status}, {'reused', sid, app_id, openid}, {'rotated', sid, the nine session
+/// fields} or {'replayed', sid, the sealed successor, the nine session fields}.
 const ROTATE: &str = r"
-local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp', 'used')
+local t = redis.call('HMGET', KEYS[1], 'sid', 'kind', 'exp', 'used', 'a')
 if not t[1] or t[2] ~= 'r' then return {'unknown'} end
 local skey = ARGV[1] .. t[1]
 local s = redis.call('HMGET', skey, 'expires_at', 'revoked_at')
 if not s[1] then return {'unknown'} end
 if s[2] then return {'revoked'} end
 local now = tonumber(ARGV[3])
+local fields = {'app_id', 'openid', 'sk', 'created_at', 'last_seen_at', 'expires_at',
+  'revoked_at', 'ua', 'ip'}
 if t[4] ~= '0' then
+  local kept = redis.call('GET', KEYS[2])
+  local sep = kept and string.find(kept, ':', 1, true)
+  local g = sep and tonumber(string.sub(kept, 1, sep - 1)) > now and string.sub(kept, sep + 1)
+  if g then
+    local f = redis.call('HMGET', skey, unpack(fields))
+    return {'replayed', t[1], g, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
+  end
   redis.call('HSET', skey, 'revoked_at', ARGV[3], 'revoke_reason', 'refresh_token_reused')
   local id = redis.call('HMGET', skey, 'app_id', 'openid')
   return {'reused', t[1], id[1], id[2]}
@@ -78,14 +94,27 @@ end
 local sexp = tonumber(s[1])
 if tonumber(t[3]) <= now or sexp <= now then return {'expired'} end
 redis.call('HSET', KEYS[1], 'used', ARGV[3])
+if t[5] then
+  local old = ARGV[2] .. t[5]
+  local oexp = redis.call('HGET', old, 'exp')
+  if oexp then
+    redis.call('HSET', old, 'exp', math.min(tonumber(oexp), now))
+    redis.call('EXPIREAT', old, math.max(tonumber(oexp), now + 1))
+  end
+end
 local aexp = math.min(tonumber(ARGV[5]), sexp)
 local rexp = math.min(tonumber(ARGV[7]), sexp)
 local akey = ARGV[2] .. ARGV[4]
 redis.call('HSET', akey, 'sid', t[1], 'kind', 'a', 'exp', aexp)
-redis.call('EXPIREAT', akey, aexp)
+redis.call('EXPIREAT', akey, rexp)
 local rkey = ARGV[2] .. ARGV[6]
-redis.call('HSET', rkey, 'sid', t[1], 'kind', 'r', 'exp', rexp, 'used', '0')
+redis.call('HSET', rkey, 'sid', t[1], 'kind', 'r', 'exp', rexp, 'used', '0', 'a', ARGV[4])
 redis.call('EXPIREAT', rkey, rexp)
+if ARGV[8] ~= '' then
+  local until_at = math.min(tonumber(ARGV[9]), sexp)
+  redis.call('SET', KEYS[2], until_at .. ':' .. ARGV[8])
+  redis.call('EXPIREAT', KEYS[2], until_at + 1)
+end
 redis.call('HSET', skey, 'last_seen_at', ARGV[3])
 redis.call('EXPIREAT', skey, rexp)
 local f = redis.call('HMGET', skey, 'app_id', 'openid', 'sk', 'created_at', 'last_seen_at',
@@ -454,9 +483,10 @@ impl SessionStore for RedisSessionStore {
                 ],
             )
             .ignore()
+            // Kept past its expiry, until its refresh token expires: it still logs out.
             .cmd("EXPIREAT")
             .arg(&akey)
-            .arg(access.expires_at)
+            .arg(refresh.expires_at)
             .ignore()
             .hset_multiple(
                 &rkey,
@@ -465,6 +495,7 @@ impl SessionStore for RedisSessionStore {
                     ("kind", "r"),
                     ("exp", &refresh.expires_at.to_string()),
                     ("used", "0"),
+                    ("a", &access.hash.to_hex()),
                 ],
             )
             .ignore()
@@ -497,17 +528,28 @@ impl SessionStore for RedisSessionStore {
             .map(|(session, _)| session))
     }
 
+    async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .token_with_session(access, "a")
+            .await?
+            .map(|(session, _)| session))
+    }
+
     async fn rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         let mut conn = self.conn.clone();
+        let (sealed, kept_until) =
+            successor.map_or((String::new(), 0), |s| (s.sealed, s.expires_at));
         let reply: Vec<Option<String>> = self
             .rotate
             .key(self.token_key(refresh))
+            .key(format!("{}g:{}", self.prefix, refresh.to_hex()))
             .arg(format!("{}s:", self.prefix))
             .arg(format!("{}t:", self.prefix))
             .arg(now)
@@ -515,6 +557,8 @@ impl SessionStore for RedisSessionStore {
             .arg(new_access.expires_at)
             .arg(new_refresh.hash.to_hex())
             .arg(new_refresh.expires_at)
+            .arg(sealed)
+            .arg(kept_until)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
@@ -523,6 +567,14 @@ impl SessionStore for RedisSessionStore {
                 let sid = reply.get(1).and_then(Option::as_deref);
                 let session = session_from_fields(sid, reply.get(2..).unwrap_or_default())?;
                 Ok(RefreshOutcome::Rotated(session))
+            }
+            Some("replayed") => {
+                let sid = reply.get(1).and_then(Option::as_deref);
+                let successor = reply.get(2).cloned().flatten().ok_or_else(|| {
+                    StoreError::Other(anyhow::anyhow!("a replayed rotation without its pair"))
+                })?;
+                let session = session_from_fields(sid, reply.get(3..).unwrap_or_default())?;
+                Ok(RefreshOutcome::Replayed { session, successor })
             }
             Some("reused") => {
                 if let [_, Some(sid), Some(app_id), Some(openid)] = reply.as_slice() {

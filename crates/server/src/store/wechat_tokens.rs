@@ -21,6 +21,11 @@ fn now() -> i64 {
 }
 
 fn context(app_id: &AppId) -> String {
+    context_of(app_id.as_str())
+}
+
+/// What an app's sealed WeChat access token is bound to.
+pub(crate) fn context_of(app_id: &str) -> String {
     format!("wechat_token:{app_id}")
 }
 

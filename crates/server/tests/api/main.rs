@@ -10,6 +10,7 @@ mod helpers;
 
 mod auth;
 mod cancellation;
+mod data_key;
 mod errors;
 mod events;
 mod me;

@@ -73,6 +73,32 @@ async fn user_info_from_wechat_updates_the_profile_with_emoji_intact() {
 }
 
 #[tokio::test]
+async fn overlong_fields_in_wechat_data_are_cut_to_fit_their_columns() {
+    let app = spawn_app().await;
+    let login = app.login("olga").await;
+    let access = token(&login, "access_token");
+    let city = "深".repeat(300);
+    let language = "z".repeat(100);
+    let info = app
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "olga",
+                    "profile": { "nickName": "😀".repeat(80), "city": city,
+                                 "province": "p".repeat(256), "country": "c".repeat(999),
+                                 "language": language } }),
+        )
+        .await;
+    let response = app.post_authed("/v1/me/userinfo", &access, info).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let me: Value = app.me(&access).await.json().await.unwrap();
+    assert_eq!(me["city"], "深".repeat(255));
+    assert_eq!(me["province"], "p".repeat(255));
+    assert_eq!(me["country"], "c".repeat(255));
+    assert_eq!(me["language"], "z".repeat(64));
+    assert_eq!(me["nickname"], "😀".repeat(64));
+}
+
+#[tokio::test]
 async fn data_under_a_rotated_session_key_fails_until_the_new_code_is_sent_with_it() {
     let app = spawn_app().await;
     let login = app.login("carol").await;

@@ -123,13 +123,29 @@ async fn an_uploaded_png_becomes_the_avatar_and_is_served_back() {
     let served = app.http.get(&url).send().await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
     assert_eq!(served.headers()["content-type"], "image/png");
-    assert_eq!(served.bytes().await.unwrap().as_ref(), PNG);
+    // Stored as decoded and encoded again: the same pixels.
+    let served = image::load_from_memory(&served.bytes().await.unwrap()).unwrap();
+    let sent = image::load_from_memory(PNG).unwrap();
+    assert_eq!(served.to_rgba8(), sent.to_rgba8());
 
-    // A raw body with an image type works too.
+    // A raw body with an image type works too, and the avatar it replaces is deleted.
     let response = upload(&app, &access, "image/png", PNG.to_vec()).await;
     assert_eq!(response.status(), StatusCode::OK);
     let again: Value = response.json().await.unwrap();
     assert_ne!(again["avatar_url"], url.as_str());
+    let replaced = app.http.get(&url).send().await.unwrap();
+    assert_error(replaced, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(avatar_files(&app), 1);
+    // So does one set by URL.
+    let patched = app
+        .patch_authed(
+            "/v1/me",
+            &access,
+            json!({ "avatar_url": "https://example.com/a.png" }),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(avatar_files(&app), 0);
 
     let missing = app
         .http
@@ -138,6 +154,110 @@ async fn an_uploaded_png_becomes_the_avatar_and_is_served_back() {
         .await
         .unwrap();
     assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+fn avatar_files(app: &TestApp) -> usize {
+    std::fs::read_dir(app.backend.dir().join("media/avatars")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .count()
+    })
+}
+
+/// An image of `width` x `height` in `format`, with a gradient so that it is not trivial.
+fn encoded(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let pixels = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(pixels)
+        .write_to(&mut out, format)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A JPEG carrying an EXIF segment (orientation 1, then a GPS note after the directory), the
+/// way phone photos carry their position.
+fn jpeg_with_exif(note: &str) -> Vec<u8> {
+    let jpeg = encoded(32, 24, image::ImageFormat::Jpeg);
+    let mut payload =
+        b"Exif\0\0II\x2a\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x01\0\0\0\0\0\0\0".to_vec();
+    payload.extend_from_slice(note.as_bytes());
+    let length = u16::try_from(payload.len() + 2).unwrap();
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+async fn served(app: &TestApp, response: reqwest::Response) -> (String, Vec<u8>) {
+    assert_eq!(response.status(), StatusCode::OK);
+    let me: Value = response.json().await.unwrap();
+    let url = me["avatar_url"].as_str().unwrap().to_owned();
+    let bytes = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    (url, bytes.to_vec())
+}
+
+#[tokio::test]
+async fn avatars_are_decoded_and_encoded_again_keeping_nothing_but_pixels() {
+    let app = spawn_app().await;
+    let login = app.login("pia").await;
+    let access = token(&login, "access_token");
+
+    // A PNG with a page appended: the page does not survive.
+    let mut polyglot = encoded(16, 16, image::ImageFormat::Png);
+    polyglot.extend_from_slice(b"<html><script>alert(document.cookie)</script></html>");
+    let (url, bytes) = served(&app, upload(&app, &access, "image/png", polyglot).await).await;
+    assert!(url.ends_with(".png"), "{url}");
+    assert!(!String::from_utf8_lossy(&bytes).contains("<script"));
+    assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 16);
+
+    // A phone photo's metadata does not survive either.
+    let photo = jpeg_with_exif("GPS 22.5431N 114.0579E");
+    assert!(
+        image::load_from_memory(&photo).is_ok(),
+        "the fixture is a valid JPEG"
+    );
+    let (url, bytes) = served(&app, upload(&app, &access, "image/jpeg", photo).await).await;
+    assert!(url.ends_with(".jpg"), "{url}");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("GPS 22.5431N") && !text.contains("Exif"),
+        "{text}"
+    );
+
+    // WebP is stored as PNG; a large image is scaled down to 640 pixels a side.
+    let webp = encoded(20, 10, image::ImageFormat::WebP);
+    let (url, _) = served(&app, upload(&app, &access, "image/webp", webp).await).await;
+    assert!(url.ends_with(".png"), "{url}");
+    let wide = encoded(2000, 100, image::ImageFormat::Png);
+    let (_, bytes) = served(&app, upload(&app, &access, "image/png", wide).await).await;
+    let stored = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((stored.width(), stored.height()), (640, 32));
+    assert_eq!(avatar_files(&app), 1, "each upload replaced the one before");
+
+    // A truncated image and one too large to decode are refused, and nothing is stored.
+    let whole = encoded(64, 64, image::ImageFormat::Png);
+    let truncated = whole[..whole.len() / 2].to_vec();
+    let response = upload(&app, &access, "image/png", truncated).await;
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_image").await;
+    let enormous = encoded(5000, 1, image::ImageFormat::Png);
+    let response = upload(&app, &access, "image/png", enormous).await;
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "invalid_image").await;
+    assert!(body.to_string().contains("4096"), "{body}");
+    assert_eq!(avatar_files(&app), 1);
 }
 
 #[tokio::test]

@@ -70,6 +70,8 @@ async fn a_refresh_token_used_twice_revokes_the_whole_session() {
     let first_refresh = token(&login, "refresh_token");
     let pair: Value = refresh(&app, &first_refresh).await.json().await.unwrap();
 
+    // Past tokens.refresh_grace (10 s), a second use is reuse.
+    app.clock.advance(11);
     let reuse = refresh(&app, &first_refresh).await;
     assert_error(reuse, StatusCode::UNAUTHORIZED, "token_revoked").await;
     // Every token of the session is dead now, old and new.
@@ -89,6 +91,156 @@ async fn a_refresh_token_used_twice_revokes_the_whole_session() {
         app.me(&token(&other, "access_token")).await.status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn a_refresh_expires_the_access_token_it_replaces() {
+    let app = spawn_app().await;
+    let login = app.login("rhea").await;
+    let old_access = token(&login, "access_token");
+    let pair: Value = refresh(&app, &token(&login, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_error(
+        app.me(&old_access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
+    assert_eq!(
+        app.me(&token(&pair, "access_token")).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_same_refresh_token_again_within_the_grace_gets_the_same_pair() {
+    let app = spawn_app().await;
+    let login = app.login("gus").await;
+    let used = token(&login, "refresh_token");
+    // A double submit: both presenters at once.
+    let (a, b) = tokio::join!(refresh(&app, &used), refresh(&app, &used));
+    assert_eq!(a.status(), StatusCode::OK);
+    assert_eq!(b.status(), StatusCode::OK);
+    let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(a["access_token"], b["access_token"]);
+    assert_eq!(a["refresh_token"], b["refresh_token"]);
+    // A retry after a lost answer, 9 s later: still the same pair, its lifetimes counted on.
+    app.clock.advance(9);
+    let retry: Value = refresh(&app, &used).await.json().await.unwrap();
+    assert_eq!(retry["access_token"], a["access_token"]);
+    assert_eq!(retry["refresh_token"], a["refresh_token"]);
+    assert_eq!(retry["expires_in"], 7200 - 9);
+    let access = token(&a, "access_token");
+    assert_eq!(app.me(&access).await.status(), StatusCode::OK);
+    // The successor moves the session on as usual.
+    let next = refresh(&app, &token(&a, "refresh_token")).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    // Past the grace the first token is reuse again, and ends the session.
+    app.clock.advance(2);
+    let reuse = refresh(&app, &used).await;
+    assert_error(reuse, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    let next: Value = next.json().await.unwrap();
+    assert_error(
+        app.me(&token(&next, "access_token")).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_refresh_grace_a_second_use_is_reuse_at_once() {
+    let app = spawn_app_with(Options {
+        tweak: Box::new(|config| config.tokens.refresh_grace = std::time::Duration::ZERO),
+        ..Options::default()
+    })
+    .await;
+    let login = app.login("hal").await;
+    let used = token(&login, "refresh_token");
+    assert_eq!(refresh(&app, &used).await.status(), StatusCode::OK);
+    let reuse = refresh(&app, &used).await;
+    assert_error(reuse, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    if app.backend.redis_url.is_none() {
+        assert_eq!(app.backend.count("refresh_grace").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn logout_by_refresh_token_needs_no_live_access_token() {
+    let app = spawn_app().await;
+    let login = app.login("ivy").await;
+    let access = token(&login, "access_token");
+    let refresh_token = token(&login, "refresh_token");
+    // Hours later: the access token has expired; the session and its refresh token have not.
+    app.clock.advance(3 * 3600);
+    let response = app
+        .post("/v1/auth/logout", json!({ "refresh_token": refresh_token }))
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let again = refresh(&app, &refresh_token).await;
+    assert_error(again, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_error(
+        app.me(&access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    // Logging out an ended session again is done already.
+    let twice = app
+        .post("/v1/auth/logout", json!({ "refresh_token": refresh_token }))
+        .await;
+    assert_eq!(twice.status(), StatusCode::NO_CONTENT);
+
+    for (body, code) in [
+        (
+            json!({ "refresh_token": "wxr_doesnotexist" }),
+            "unauthorized",
+        ),
+        (json!({ "refresh_token": access }), "unauthorized"),
+        (json!({}), "unauthorized"),
+        (json!({ "refresh_token": 5 }), "invalid_request"),
+    ] {
+        let status = if code == "unauthorized" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_error(app.post("/v1/auth/logout", body).await, status, code).await;
+    }
+}
+
+#[tokio::test]
+async fn logout_with_an_expired_access_token_ends_its_live_session() {
+    let app = spawn_app().await;
+    let login = app.login("jon").await;
+    let access = token(&login, "access_token");
+    app.clock.advance(3 * 3600);
+    assert_error(
+        app.me(&access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
+    let response = app.post_authed("/v1/auth/logout", &access, json!({})).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let again = refresh(&app, &token(&login, "refresh_token")).await;
+    assert_error(again, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    // Without any body at all, too.
+    let other = app.login("jon").await;
+    app.clock.advance(3 * 3600);
+    let response = app
+        .http
+        .post(app.url("/v1/auth/logout"))
+        .bearer_auth(token(&other, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let again = refresh(&app, &token(&other, "refresh_token")).await;
+    assert_error(again, StatusCode::UNAUTHORIZED, "token_revoked").await;
 }
 
 #[tokio::test]
@@ -332,8 +484,10 @@ async fn nothing_accumulates_after_sessions_expire() {
         assert!(purged > 0);
         // Only the session still in use is left.
         assert_eq!(app.backend.count_sessions().await, 1);
-        // Its live refresh token; the used one and every access token have expired.
-        assert_eq!(app.backend.count("tokens").await, 1);
+        // Its live refresh token, and its last access token (expired, kept so that it still
+        // logs its session out); the used refresh token and older access tokens have gone.
+        assert_eq!(app.backend.count("tokens").await, 2);
+        assert_eq!(app.backend.count("refresh_grace").await, 0);
     }
 }
 

@@ -29,8 +29,9 @@ pub const FOREIGN_WRITES_SEEN_WITHIN: Duration = Duration::from_secs(1);
 /// How often a session's use is recorded (seconds); see `AppState::touch_later`.
 pub const TOUCH_EVERY: i64 = 60;
 
-/// Entries kept at most; beyond, the cache starts over (cheap, and rare).
-const CAPACITY: usize = 100_000;
+/// Entries kept at most (a few megabytes: an entry is served for a second at most, so this is
+/// room for as many distinct tokens a second); beyond, the stale ones go, or else all.
+const CAPACITY: usize = 16_384;
 
 /// A live token's session and person, as read in generation `generation`.
 struct Entry {
@@ -127,7 +128,10 @@ impl AuthCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if cached.len() >= CAPACITY {
-            cached.clear();
+            cached.retain(|_, e| e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN);
+            if cached.len() >= CAPACITY {
+                cached.clear();
+            }
         }
         cached.insert(
             user_id.clone(),
@@ -153,7 +157,10 @@ impl AuthCache {
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= CAPACITY {
-            entries.clear();
+            entries.retain(|_, e| e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN);
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
         }
         entries.insert(
             hash,

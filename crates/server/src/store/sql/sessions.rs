@@ -10,7 +10,9 @@ use super::events::session_revoked;
 use super::users::{UserNames, joined_user_columns, user_from_named};
 use super::{SqlStore, corrupt, store_error};
 use crate::model::User;
-use crate::store::{AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, TokenEntry};
+use crate::store::{
+    AccessCheck, RefreshOutcome, Session, SessionStore, StoreError, Successor, TokenEntry,
+};
 use crate::tokens::TokenHash;
 
 macro_rules! session_columns {
@@ -162,6 +164,7 @@ impl SqlStore {
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<&Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         const CLAIM: &str = "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh' \
@@ -173,6 +176,16 @@ impl SqlStore {
              WHERE t.hash = ? AND t.kind = 'refresh'"
         );
         const TOUCH: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ?";
+        const REPLAY: &str =
+            "SELECT successor FROM refresh_grace WHERE hash = ? AND expires_at > ?";
+        // The access tokens this rotation replaces: one already expired goes now, a live one
+        // expires now (and is kept for a logout until the purge, like any expired one).
+        const DROP_EXPIRED_ACCESS: &str =
+            "DELETE FROM tokens WHERE session_id = ? AND kind = 'access' AND expires_at <= ?";
+        const EXPIRE_ACCESS: &str = "UPDATE tokens SET expires_at = ? WHERE session_id = ? \
+                                     AND kind = 'access' AND expires_at > ?";
+        const KEEP_SUCCESSOR: &str = "INSERT INTO refresh_grace (hash, session_id, successor, \
+                                      expires_at) VALUES (?, ?, ?, ?)";
         let hash = refresh.to_hex();
         let mut tx = self.begin().await?;
         // Claim the token first: exactly one presenter can flip used_at.
@@ -206,6 +219,17 @@ impl SqlStore {
             if used_at.is_none() {
                 tx.rollback().await.map_err(store_error)?;
                 return Ok(RefreshOutcome::Expired);
+            }
+            // Used moments ago: the same answer again, nothing changes.
+            let replay: Option<String> = sqlx::query_scalar(self.q(REPLAY))
+                .bind(&hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if let Some(successor) = replay {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(RefreshOutcome::Replayed { session, successor });
             }
             // Reuse: someone holds a copy of an old refresh token. End the session.
             let revoked = sqlx::query(self.q(REVOKE))
@@ -241,6 +265,29 @@ impl SqlStore {
             expires_at: entry.expires_at.min(session.expires_at),
             ..entry
         };
+        sqlx::query(self.q(DROP_EXPIRED_ACCESS))
+            .bind(&session.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(self.q(EXPIRE_ACCESS))
+            .bind(now)
+            .bind(&session.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if let Some(successor) = successor {
+            sqlx::query(self.q(KEEP_SUCCESSOR))
+                .bind(&hash)
+                .bind(&session.id)
+                .bind(&successor.sealed)
+                .bind(successor.expires_at.min(session.expires_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
         self.insert_tokens(&mut tx, &session.id, cap(new_access), cap(new_refresh))
             .await?;
         sqlx::query(self.q(TOUCH))
@@ -332,12 +379,28 @@ impl SqlStore {
     }
 
     async fn run_purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
-        const TOKENS: &str = "DELETE FROM tokens WHERE expires_at <= ?";
+        // A used refresh token stays until it expires (a second use is reuse); an access token
+        // stays a while after (an expired token still logs its session out).
+        const TOKENS: &str = "DELETE FROM tokens WHERE expires_at <= ? AND kind = 'refresh'";
+        const ACCESS: &str = "DELETE FROM tokens WHERE expires_at <= ? AND kind = 'access'";
+        const SUCCESSORS: &str = "DELETE FROM refresh_grace WHERE expires_at <= ?";
         const SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= ? OR (last_seen_at <= ? \
              AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.session_id = sessions.id))";
         const CODES: &str = "DELETE FROM login_codes WHERE expires_at <= ?";
         let mut tx = self.begin().await?;
         let tokens = sqlx::query(self.q(TOKENS))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        let access = sqlx::query(self.q(ACCESS))
+            .bind(idle_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        let successors = sqlx::query(self.q(SUCCESSORS))
             .bind(now)
             .execute(&mut *tx)
             .await
@@ -357,7 +420,7 @@ impl SqlStore {
             .map_err(store_error)?
             .rows_affected();
         tx.commit().await.map_err(store_error)?;
-        Ok(tokens + sessions + codes)
+        Ok(tokens + access + successors + sessions + codes)
     }
 }
 
@@ -421,18 +484,40 @@ impl SessionStore for SqlStore {
             .map_err(store_error)
     }
 
+    async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.hash = ? AND t.kind = 'access'"
+        );
+        let row = sqlx::query(self.q(SQL))
+            .bind(access.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(session_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
     async fn rotate(
         &self,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
+        successor: Option<Successor>,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         let refresh = *refresh;
-        self.detached(move |store| async move {
-            store
-                .run_rotate(&refresh, new_access, new_refresh, now)
-                .await
+        self.detached(move |store| {
+            let successor = successor.clone();
+            async move {
+                store
+                    .run_rotate(&refresh, new_access, new_refresh, successor.as_ref(), now)
+                    .await
+            }
         })
         .await
     }
