@@ -48,6 +48,8 @@ fn start(backend: &TestBackend, sim: &SimHandle) -> Child {
             format!("[{{app_id=\"{DEMO_APP_ID}\",secret_env=\"TEST_APP_SECRET\"}}]"),
         )
         .env("WXAUTH_LOG__FORMAT", "json")
+        // Short enough for a test to wait past it.
+        .env("WXAUTH_TOKENS__REFRESH_GRACE", "2s")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -189,13 +191,21 @@ async fn two_instances_share_everything(sql: Sql) {
         (StatusCode::UNAUTHORIZED, Some("token_revoked"))
     );
 
-    // Refresh on B of a pair from A works; reuse on A is detected and ends the session.
+    // Refresh on B of a pair from A works; the same token again on A at once (a retry) gets
+    // the same pair; after the grace, reuse on A is detected and ends the session.
     let pair = cluster.login(&a, "bob").await;
     let refresh = json!({ "refresh_token": pair["refresh_token"] });
     let (status, rotated) = cluster
         .post(&b, "/v1/auth/refresh", None, refresh.clone())
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, replayed) = cluster
+        .post(&a, "/v1/auth/refresh", None, refresh.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed["refresh_token"], rotated["refresh_token"]);
+    assert_eq!(replayed["access_token"], rotated["access_token"]);
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let (status, body) = cluster.post(&a, "/v1/auth/refresh", None, refresh).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

@@ -397,10 +397,38 @@ impl SqlStore {
         tx.commit().await.map_err(store_error)?;
         self.events_written();
         if let (Some(unionid), None) = (unionid, &user.unionid) {
+            // A link may merge persons: read the result back.
             self.link_unionid(&user.id, unionid, now, merge).await?;
+            return self.fetch_user_by_identity(app_id, openid).await;
         }
-        self.fetch_user_by_identity(app_id, openid).await
+        // The row as the UPDATE left it, without reading it again.
+        Ok(Some(updated(user, update, now)))
     }
+}
+
+/// `user` as `UPDATE ... SET field = COALESCE(?, field)` leaves it.
+fn updated(mut user: User, update: &ProfileUpdate, now: i64) -> User {
+    let set = |field: &mut Option<String>, new: &Option<String>| {
+        if let Some(new) = new {
+            *field = Some(new.clone());
+        }
+    };
+    let p = &mut user.profile;
+    set(&mut p.nickname, &update.nickname);
+    set(&mut p.avatar_url, &update.avatar_url);
+    if let Some(gender) = update.gender {
+        p.gender = gender;
+    }
+    set(&mut p.city, &update.city);
+    set(&mut p.province, &update.province);
+    set(&mut p.country, &update.country);
+    set(&mut p.language, &update.language);
+    if let Some(phone) = &update.phone {
+        user.phone = Some(phone.clone());
+    }
+    set(&mut user.extra, &update.extra);
+    user.updated_at = now;
+    user
 }
 
 /// The names of the profile fields an update changes (the phone has an event of its own).
@@ -577,4 +605,50 @@ fn identity_from_row(row: &AnyRow) -> Result<Identity, sqlx::Error> {
         openid: OpenId::parse(row.try_get::<String, _>("openid")?).map_err(corrupt("openid"))?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_sets_what_it_names_and_keeps_the_rest() {
+        let user = User {
+            id: UserId::new("u1".to_owned()),
+            unionid: None,
+            profile: Profile {
+                nickname: Some("old".into()),
+                avatar_url: Some("https://a/1.png".into()),
+                gender: 1,
+                city: Some("Shenzhen".into()),
+                province: None,
+                country: None,
+                language: Some("zh_CN".into()),
+            },
+            phone: None,
+            extra: Some("{}".into()),
+            created_at: 10,
+            updated_at: 20,
+        };
+        let update = ProfileUpdate {
+            nickname: Some("new".into()),
+            gender: Some(2),
+            province: Some("Guangdong".into()),
+            phone: Some(Phone {
+                country_code: "86".into(),
+                number: "13800000000".into(),
+            }),
+            ..ProfileUpdate::default()
+        };
+        let after = updated(user.clone(), &update, 30);
+        assert_eq!(after.profile.nickname.as_deref(), Some("new"));
+        assert_eq!(after.profile.gender, 2);
+        assert_eq!(after.profile.province.as_deref(), Some("Guangdong"));
+        assert_eq!(after.profile.city, user.profile.city);
+        assert_eq!(after.profile.avatar_url, user.profile.avatar_url);
+        assert_eq!(after.profile.language, user.profile.language);
+        assert_eq!(after.phone, update.phone);
+        assert_eq!(after.extra, user.extra);
+        assert_eq!((after.created_at, after.updated_at), (10, 30));
+    }
 }
