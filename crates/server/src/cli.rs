@@ -522,7 +522,9 @@ fn event_table(
                 .unwrap_or_default();
             out.push_str(&format!(
                 "    -> {}  {} ({} attempt(s){error})\n",
-                d.endpoint, d.state, d.attempts
+                DatabaseUrl::from(d.endpoint.as_str()).masked(),
+                d.state,
+                d.attempts
             ));
         }
     }

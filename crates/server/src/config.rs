@@ -1756,6 +1756,49 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_take_defaults_and_their_problems_are_named() {
+        let config = load_toml(
+            "[[webhooks]]\nurl = \"https://a.example.com/hook\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             [[webhooks]]\nurl = \"https://b.example.com/hook\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             events = [\"person.created\"]\ntimeout = \"2s\"\n[events]\nretention = \"1d\"\n",
+        );
+        let hooks = config.resolve_webhooks().unwrap();
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks[0].timeout, Duration::from_secs(10));
+        assert_eq!(hooks[0].retry_for, Duration::from_secs(86_400));
+        assert_eq!(hooks[0].types, None);
+        assert_eq!(hooks[1].timeout, Duration::from_secs(2));
+        assert_eq!(hooks[1].types, Some(vec!["person.created".to_owned()]));
+        assert_eq!(config.events.retention, Duration::from_secs(86_400));
+        assert!(!format!("{:?}", hooks[0]).contains("MfKQ9r8"));
+
+        let url = Url::parse("https://a.example.com/hook").unwrap();
+        let mut bad_secret = WebhookConfig::new(url.clone(), "not-a-whsec");
+        bad_secret.events = Some(vec!["person.made".to_owned()]);
+        let mut unknown_type =
+            WebhookConfig::new(url.clone(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        unknown_type.events = Some(vec!["person.made".to_owned()]);
+        let twice = WebhookConfig::new(url.clone(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let config = Config {
+            webhooks: vec![bad_secret, unknown_type, twice.clone(), twice],
+            ..Config::default()
+        };
+        let problems = config.resolve_webhooks().unwrap_err();
+        assert!(
+            problems[0].starts_with("webhooks[0]: the secret must be whsec_"),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains("not-a-whsec"), "{problems:?}");
+        assert!(
+            problems[1].contains("\"person.made\" is not an event type"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[2], "webhooks[3]: the url is listed twice");
+    }
+
+    #[test]
     fn an_app_id_is_wx_and_16_hex_characters() {
         assert!(is_app_id("wx0123456789abcdef"));
         assert!(is_app_id("wx0123456789ABCDEF"));

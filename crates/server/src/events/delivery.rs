@@ -95,6 +95,7 @@ impl Workers {
                 store: store.clone(),
                 hook: hook.clone(),
                 endpoint: hook.url.to_string(),
+                shown: crate::config::DatabaseUrl::from(hook.url.as_str()).masked(),
                 client,
                 owner: owner.clone(),
             };
@@ -130,7 +131,10 @@ impl Workers {
 struct Worker {
     store: Arc<SqlStore>,
     hook: Webhook,
+    /// The URL, as the deliveries are keyed.
     endpoint: String,
+    /// The URL as logged (a password in it masked).
+    shown: String,
     client: reqwest::Client,
     owner: String,
 }
@@ -153,7 +157,7 @@ impl Worker {
             {
                 Ok(claimed) => claimed,
                 Err(err) => {
-                    tracing::warn!(error = %err, endpoint = %this.endpoint, "cannot claim webhook deliveries");
+                    tracing::warn!(error = %err, endpoint = %this.shown, "cannot claim webhook deliveries");
                     tokio::select! {
                         () = tokio::time::sleep(ERROR_PAUSE) => {}
                         _ = stopped.changed() => {}
@@ -191,7 +195,7 @@ impl Worker {
         );
         let span = tracing::info_span!(
             "webhook",
-            endpoint = %self.endpoint,
+            endpoint = %self.shown,
             event_id = %delivery.event_id,
             attempt = delivery.attempts + 1
         );
