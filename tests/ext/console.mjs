@@ -3,12 +3,13 @@
 // system's chromium), as an operator would:
 //
 //     node console.mjs '{"url": ..., "key": ..., "chromium": ..., "screenshots": DIR,
-//                        "nickname": ..., "user_id": ..., "day": START, "logins": N,
-//                        "new_persons": N, "failed_code": CODE, "errcode": ERRCODE}'
+//                        "nickname": ..., "user_id": ..., "day": START, "hour": START,
+//                        "logins": {APP: N}, "new_persons": {APP: N}, "second_app": APP,
+//                        "failed_code": CODE, "errcode": ERRCODE}'
 //
 // Signs in with the admin key; checks that the dashboard's charts are drawn with the figures
-// of the day bucket START (logins, new persons, the failed share, failures by reason, WeChat
-// errcodes and latency); switches to Chinese and back (remembered across a reload); checks a
+// of the day bucket START (logins and new persons per app, the failed share, failures by
+// reason, WeChat errcodes and latency), for one app only, and by hour; switches to Chinese and back (remembered across a reload); checks a
 // Chinese browser starts in Chinese; searches the user by nickname, opens them, revokes their
 // live session; reads the audit log. A screenshot of each page goes to DIR. No console error,
 // page error or CSP violation may happen (and an inline script, tried on purpose at the end,
@@ -103,15 +104,18 @@ async function run() {
     'the key is kept in sessionStorage');
   check(await page.evaluate(() => Object.keys(localStorage).every((k) => !localStorage.getItem(k).includes('wxadm_'))),
     'the key is not in localStorage');
+  const total = (byApp) => Object.values(byApp).reduce((a, n) => a + n, 0);
+  const perApp = (list) => list.reduce((acc, m) => ({ ...acc, [m.series]: (acc[m.series] || 0) + m.value }), {});
+  const same = (a, b) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
   const logins = (await marks(page, 'logins', 'rect.bar')).filter((m) => m.start === day);
   check(logins.length > 0, 'the logins chart has a bar for the day');
-  check(logins.reduce((a, m) => a + m.value, 0) === cfg.logins,
-    `the logins chart shows ${JSON.stringify(logins)} for the day, not ${cfg.logins}`);
+  check(same(perApp(logins), cfg.logins),
+    `the logins chart shows ${JSON.stringify(logins)} for the day, not ${JSON.stringify(cfg.logins)}`);
   const persons = (await marks(page, 'new_persons', 'rect.bar')).filter((m) => m.start === day);
-  check(persons.reduce((a, m) => a + m.value, 0) === cfg.new_persons,
-    `the new persons chart shows ${JSON.stringify(persons)}, not ${cfg.new_persons}`);
+  check(same(perApp(persons), cfg.new_persons),
+    `the new persons chart shows ${JSON.stringify(persons)}, not ${JSON.stringify(cfg.new_persons)}`);
   const share = (await marks(page, 'failed_share', 'circle.point')).filter((m) => m.start === day);
-  const expectedShare = (100 * 1) / (cfg.logins + 1);
+  const expectedShare = (100 * 1) / (total(cfg.logins) + 1);
   check(share.length === 1 && Math.abs(share[0].value - expectedShare) < 0.01,
     `the failed share of the day is ${JSON.stringify(share)}, not ${expectedShare}`);
   const reasons = await marks(page, 'failed_reasons', 'rect.bar');
@@ -123,8 +127,26 @@ async function run() {
   const latency = (await marks(page, 'latency', 'circle.point')).filter((m) => m.start === day);
   check(latency.some((m) => m.series === 'jscode2session' && m.value >= 0),
     `WeChat latency of the day: ${JSON.stringify(latency)}`);
-  check(await page.textContent('[data-tile="logins"] .value') === String(cfg.logins), 'the logins tile');
+  check(await page.textContent('[data-tile="logins"] .value') === String(total(cfg.logins)), 'the logins tile');
   await shot(page, '02-dashboard');
+
+  // One mini program only, then by hour.
+  const drawn = (hash) => page.waitForFunction((h) => document.getElementById('main').dataset.ready === h, hash);
+  await page.selectOption('#app', cfg.second_app);
+  await drawn(`#/?range=7d&app=${cfg.second_app}`);
+  const only = await marks(page, 'logins', 'rect.bar');
+  check(only.length > 0 && only.every((m) => m.series === cfg.second_app),
+    `the logins chart of ${cfg.second_app} shows ${JSON.stringify(only)}`);
+  check(same(perApp(only.filter((m) => m.start === day)), { [cfg.second_app]: cfg.logins[cfg.second_app] }),
+    `the logins of ${cfg.second_app}: ${JSON.stringify(only)}`);
+  await page.selectOption('#range', '24h');
+  await drawn(`#/?range=24h&app=${cfg.second_app}`);
+  const hourly = await marks(page, 'logins', 'rect.bar');
+  check(hourly.length > 0 && hourly.every((m) => Number(m.start) % 3600 === 0 && Number(m.start) <= cfg.hour),
+    `hourly logins: ${JSON.stringify(hourly)}`);
+  await shot(page, '02-dashboard-hourly');
+  await page.click('[data-nav="dashboard"]');
+  await drawn('#/');
 
   // Chinese, remembered across a reload; then English again.
   await page.click('#lang');

@@ -25,6 +25,7 @@ use reqwest::header::{
     X_CONTENT_TYPE_OPTIONS,
 };
 use serde_json::{Value, json};
+use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimApp, SimConfig, SimHandle};
 use wxauth::service::admins::NewAdminKey;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -35,13 +36,70 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 /// Longest the browser script may take.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
 
-async fn serve(
-    backend: &TestBackend,
-    sim: &wechat_sim::SimHandle,
-    key_hash: &str,
-) -> binary::Wxauth {
+/// A second mini program, bound to the same Open Platform account.
+const SECOND_APP_ID: &str = "wx00000000000000b2";
+const SECOND_APP_SECRET: &str = "second-app-secret-000000000000000";
+
+async fn two_app_sim() -> SimHandle {
+    let app = |appid: &str, secret: &str| SimApp {
+        appid: appid.to_owned(),
+        secret: secret.to_owned(),
+        bound: true,
+    };
+    wechat_sim::spawn(
+        SimConfig {
+            apps: vec![
+                app(DEMO_APP_ID, DEMO_APP_SECRET),
+                app(SECOND_APP_ID, SECOND_APP_SECRET),
+            ],
+            keep_session_key: false,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// `wxauth serve` with both apps and an operator with the key of `key_hash`.
+async fn serve(backend: &TestBackend, sim: &SimHandle, key_hash: &str) -> binary::Wxauth {
+    let apps = format!(
+        "[{{app_id=\"{DEMO_APP_ID}\",secret_env=\"TEST_APP_SECRET\"}},\
+         {{app_id=\"{SECOND_APP_ID}\",secret_env=\"TEST_SECOND_SECRET\"}}]"
+    );
     let admins = format!("[{{name=\"ops\",key_hash=\"{key_hash}\"}}]");
-    binary::serve(backend, sim, &[("WXAUTH_ADMINS", admins.as_str())]).await
+    binary::serve(
+        backend,
+        sim,
+        &[
+            ("WXAUTH_APPS", apps.as_str()),
+            ("TEST_SECOND_SECRET", SECOND_APP_SECRET),
+            ("WXAUTH_ADMINS", admins.as_str()),
+        ],
+    )
+    .await
+}
+
+/// Logs `user` into `app_id`, which must work; the answer.
+async fn login_to(server: &binary::Wxauth, app_id: &str, user: &str) -> Value {
+    let code = server
+        .sim("/sim/login", json!({ "appid": app_id, "user": user }))
+        .await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = server
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "code": code, "app_id": app_id }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "login of {user} to {app_id}: {body}"
+    );
+    body
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -77,7 +135,7 @@ fn assert_console_headers(response: &reqwest::Response) {
 #[tokio::test]
 async fn console_files_come_with_a_strict_policy_types_and_caching() {
     let backend = TestBackend::from_env().await;
-    let sim = binary::sim().await;
+    let sim = two_app_sim().await;
     let admin = NewAdminKey::generate();
     let server = serve(&backend, &sim, &admin.key_hash).await;
     let http = no_redirects();
@@ -194,13 +252,14 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         return;
     }
     let backend = TestBackend::from_env().await;
-    let sim = binary::sim().await;
+    let sim = two_app_sim().await;
     let admin = NewAdminKey::generate();
     let server = serve(&backend, &sim, &admin.key_hash).await;
 
-    // Three persons log in, one of them twice; one login fails (WeChat refuses the code).
+    // Three persons log in, one of them twice, one through the second mini program; one login
+    // fails (WeChat refuses the code).
     let nickname = "小明 console";
-    let alice = server.logged_in("console-alice").await;
+    let alice = login_to(&server, DEMO_APP_ID, "console-alice").await;
     let alice_token = alice["access_token"].as_str().unwrap().to_owned();
     let alice_id = alice["user"]["id"].as_str().unwrap().to_owned();
     let (status, _, body) = server
@@ -211,20 +270,32 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    server.logged_in("console-bob").await;
-    server.logged_in("console-bob").await;
-    server.logged_in("console-carol").await;
+    login_to(&server, DEMO_APP_ID, "console-bob").await;
+    login_to(&server, DEMO_APP_ID, "console-bob").await;
+    login_to(&server, SECOND_APP_ID, "console-carol").await;
     server.fault("/sns/jscode2session", 40029, 1).await;
-    let (status, _, body) = server.login("console-dave").await;
+    let code = server
+        .sim(
+            "/sim/login",
+            json!({ "appid": DEMO_APP_ID, "user": "console-dave" }),
+        )
+        .await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = server
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "code": code, "app_id": DEMO_APP_ID }),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_code");
-    let day = {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        now - now % 86_400
-    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     // Alice's token works until the operator revokes her session.
     let (status, _) = server.get("/v1/me", Some(&alice_token)).await;
     assert_eq!(status, StatusCode::OK);
@@ -238,9 +309,11 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         "screenshots": screenshots,
         "nickname": nickname,
         "user_id": alice_id,
-        "day": day,
-        "logins": 4,
-        "new_persons": 3,
+        "day": now - now % 86_400,
+        "hour": now - now % 3600,
+        "logins": { DEMO_APP_ID: 3, SECOND_APP_ID: 1 },
+        "new_persons": { DEMO_APP_ID: 2, SECOND_APP_ID: 1 },
+        "second_app": SECOND_APP_ID,
         "failed_code": "invalid_code",
         "errcode": "40029",
     });
@@ -283,6 +356,7 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         "00-signin-zh",
         "01-signin",
         "02-dashboard",
+        "02-dashboard-hourly",
         "03-dashboard-zh",
         "04-users",
         "05-user",

@@ -110,10 +110,17 @@ function render() {
     a.classList.toggle('current', a.dataset.nav === page || (page === 'user' && a.dataset.nav === 'users'));
   }
   main.dataset.page = page;
-  if (page === 'users') guarded(() => users(params));
-  else if (page === 'user') guarded(() => user(decodeURIComponent(path.slice('/users/'.length))));
-  else if (page === 'audit') guarded(() => audit());
-  else guarded(() => dashboard(params));
+  // `data-ready` names the view once it is drawn (for tests and scripts).
+  const hash = location.hash || '#/';
+  main.dataset.ready = '';
+  let loading;
+  if (page === 'users') loading = guarded(() => users(params));
+  else if (page === 'user') loading = guarded(() => user(decodeURIComponent(path.slice('/users/'.length))));
+  else if (page === 'audit') loading = guarded(() => audit());
+  else loading = guarded(() => dashboard(params));
+  loading.then(() => {
+    if ((location.hash || '#/') === hash) main.dataset.ready = hash;
+  });
 }
 
 // ---- sign in ----
