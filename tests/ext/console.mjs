@@ -7,14 +7,15 @@
 //                        "logins": {APP: N}, "new_persons": {APP: N}, "second_app": APP,
 //                        "failed_code": CODE, "errcode": ERRCODE}'
 //
-// Signs in with the admin key; checks that the dashboard's charts are drawn with the figures
-// of the day bucket START (logins and new persons per app, the failed share, failures by
-// reason, WeChat errcodes and latency), for one app only, and by hour; switches to Chinese and back (remembered across a reload); checks a
-// Chinese browser starts in Chinese; searches the user by nickname, opens them, revokes their
-// live session; reads the audit log. A screenshot of each page goes to DIR. No console error,
-// page error or CSP violation may happen (and an inline script, tried on purpose at the end,
-// must be refused). Prints {"revoked_session": ID} on success; exits 1 with the reason
-// otherwise, 2 on a usage error.
+// A wrong admin key is refused first; then signs in with the right one; checks that the
+// dashboard's charts are drawn with the figures of the day bucket START (logins and new
+// persons per app, the failed share, failures by reason, WeChat errcodes and latency), for
+// one app only, and by hour; switches to Chinese and back (remembered across a reload);
+// checks a Chinese browser starts in Chinese; searches the user by nickname, opens them,
+// revokes their live session; reads the audit log; signs out. A screenshot of each page goes
+// to DIR. No console error, page error or CSP violation may happen (and an inline script,
+// tried on purpose at the end, must be refused). Prints {"revoked_session": ID} on success;
+// exits 1 with the reason otherwise, 2 on a usage error.
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -95,6 +96,15 @@ async function run() {
   await page.waitForSelector('#key');
   check(await page.getAttribute('html', 'lang') === 'en', 'an English browser gets English');
   await shot(page, '01-signin');
+  // A wrong key is refused on the spot and not kept. (The browser logs the 401 answer as a
+  // failed resource: that one message is expected.)
+  await page.fill('#key', 'wxadm_not-a-key-of-this-service');
+  await page.click('#signin-submit');
+  await page.waitForFunction(() => document.getElementById('signin-error').textContent !== '');
+  check((await page.textContent('#signin-error')).includes('not accepted'), 'a wrong key is refused');
+  check(await page.evaluate(() => sessionStorage.length) === 0, 'a wrong key is not kept');
+  const refused = en.problems.splice(0);
+  check(refused.length === 1 && refused[0].includes('401'), `signing in with a wrong key: ${JSON.stringify(refused)}`);
   await page.fill('#key', cfg.key);
   await page.click('#signin-submit');
 
@@ -196,6 +206,11 @@ async function run() {
   const actions = await page.$$eval('tr[data-entry] td:nth-child(3)', (tds) => tds.map((td) => td.textContent));
   check(actions.includes('session.revoke'), `audit actions: ${JSON.stringify(actions)}`);
   await shot(page, '07-audit');
+
+  // Signing out forgets the key.
+  await page.click('#signout');
+  await page.waitForSelector('#key');
+  check(await page.evaluate(() => sessionStorage.length) === 0, 'signing out forgets the key');
 
   check(en.problems.length === 0, `problems in the page:\n${en.problems.join('\n')}`);
   check(en.csp.length === 0, `CSP violations: ${JSON.stringify(en.csp)}`);
