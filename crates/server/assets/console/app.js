@@ -400,10 +400,10 @@ async function audit() {
     const answer = await api('/v1/admin/audit' + query({ cursor, limit: 50 }));
     for (const e of answer.entries) {
       tbody.append(h('tr', { 'data-entry': e.id },
-        h('td', {}, when(e.occurred_at)),
-        h('td', {}, e.actor ? `${e.actor_kind}: ${e.actor}` : e.actor_kind),
+        h('td', { class: 'nowrap' }, when(e.occurred_at)),
+        h('td', { class: 'nowrap' }, e.actor ? `${e.actor_kind}: ${e.actor}` : e.actor_kind),
         h('td', { class: 'mono' }, e.action), h('td', { class: 'mono' }, target(e.target)),
-        h('td', { class: 'mono' }, e.ip || ''),
+        h('td', { class: 'mono nowrap' }, e.ip || ''),
         h('td', { class: 'mono' }, e.detail ? JSON.stringify(e.detail) : '')));
     }
     cursor = answer.next_cursor;
