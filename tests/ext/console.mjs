@@ -5,17 +5,19 @@
 //     node console.mjs '{"url": ..., "key": ..., "chromium": ..., "screenshots": DIR,
 //                        "nickname": ..., "user_id": ..., "day": START, "hour": START,
 //                        "logins": {APP: N}, "new_persons": {APP: N}, "second_app": APP,
-//                        "failed_code": CODE, "errcode": ERRCODE}'
+//                        "failed_code": CODE, "errcode": ERRCODE, "bob_openid": ...,
+//                        "bob_id": ..., "markup_nickname": ...}'
 //
-// A wrong admin key is refused first; then signs in with the right one; checks that the
-// dashboard's charts are drawn with the figures of the day bucket START (logins and new
+// A wrong admin key is refused first; then it signs in with the right one and checks that
+// the dashboard's charts are drawn with the figures of the day bucket START (logins and new
 // persons per app, the failed share, failures by reason, WeChat errcodes and latency), for
 // one app only, and by hour; switches to Chinese and back (remembered across a reload);
-// checks a Chinese browser starts in Chinese; searches the user by nickname, opens them,
-// revokes their live session; reads the audit log; signs out. A screenshot of each page goes
-// to DIR. No console error, page error or CSP violation may happen (and an inline script,
-// tried on purpose at the end, must be refused). Prints {"revoked_session": ID} on success;
-// exits 1 with the reason otherwise, 2 on a usage error.
+// checks that a Chinese browser starts in Chinese; searches the user by nickname, opens
+// them, revokes their live session; lists every user (a nickname of markup must show as
+// text); finds another by openid and revokes all his sessions; reads the audit log; signs
+// out. A screenshot of each page goes to DIR. No console error, page error or CSP violation
+// may happen (and an inline script, tried on purpose at the end, must be refused). Prints
+// {"revoked_session": ID} on success; exits 1 with the reason otherwise, 2 on a usage error.
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -199,6 +201,29 @@ async function run() {
   check(await page.$eval(`tr[data-session="${session}"] .badge`, (b) => b.classList.contains('revoked')),
     'the session shows as revoked');
   await shot(page, '06-user-revoked');
+
+  // Every user, a nickname of markup shown as text; then Bob by openid, and all his sessions.
+  await page.click('[data-nav="users"]');
+  await drawn('#/users');
+  const markup = await page.$$eval('#results tbody td', (tds) => tds.map((td) => td.textContent));
+  check(markup.includes(cfg.markup_nickname), `the nickname is not shown as text: ${JSON.stringify(markup)}`);
+  check(await page.$$eval('#results img', (imgs) => imgs.length) === 0, 'a nickname became an element');
+  check(await page.evaluate(() => window.__xss) === undefined, 'a nickname ran a script');
+  await shot(page, '06-users-all');
+  await page.selectOption('#search-by', 'openid');
+  await page.fill('#search', cfg.bob_openid);
+  await page.click('#search-submit');
+  await page.waitForSelector(`tr[data-row="${cfg.bob_id}"]`);
+  check(await page.$$eval('#results tbody tr', (trs) => trs.length) === 1, 'the openid finds one user');
+  await page.click(`tr[data-row="${cfg.bob_id}"] a[data-user-id]`);
+  await page.waitForSelector('#revoke-all');
+  check(await page.$$eval('button[data-revoke]', (b) => b.length) === 2, 'Bob has two live sessions');
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#revoke-all');
+  await page.waitForSelector('#notice');
+  check((await page.textContent('#notice')).includes('2'), 'the notice says two sessions were revoked');
+  check(await page.$$eval('button[data-revoke], #revoke-all', (b) => b.length) === 0, 'no live session is left');
+  await shot(page, '06-user-revoked-all');
 
   // The audit log shows the revocation.
   await page.click('[data-nav="audit"]');

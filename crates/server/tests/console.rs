@@ -2,7 +2,8 @@
 //! strict Content-Security-Policy on every answer, content types, caching), and an operator
 //! using it in a real headless Chromium (tests/ext/console.mjs with playwright-core): signing
 //! in, the dashboard's charts drawn from the logins this test made, both languages, finding a
-//! user, revoking their session, whose token is then refused.
+//! user, revoking their session, whose token is then refused, and another's sessions all at
+//! once.
 
 // Tests panic on purpose when something is off.
 #![allow(clippy::unwrap_used)]
@@ -32,6 +33,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
                    img-src 'self' data:; connect-src 'self'; font-src 'self'; \
                    object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
                    form-action 'none'";
+
+/// A nickname that would run a script if the console put it in the page as HTML.
+const MARKUP_NICKNAME: &str = "<img src=x onerror=\"window.__xss=1\">carol";
 
 /// Longest the browser script may take.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
@@ -270,9 +274,22 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    login_to(&server, DEMO_APP_ID, "console-bob").await;
-    login_to(&server, DEMO_APP_ID, "console-bob").await;
-    login_to(&server, SECOND_APP_ID, "console-carol").await;
+    let bob = [
+        login_to(&server, DEMO_APP_ID, "console-bob").await,
+        login_to(&server, DEMO_APP_ID, "console-bob").await,
+    ];
+    let bob_openid = bob[0]["user"]["openid"].as_str().unwrap().to_owned();
+    let bob_id = bob[0]["user"]["id"].as_str().unwrap().to_owned();
+    // Carol's nickname is markup: the console must show it as text.
+    let carol = login_to(&server, SECOND_APP_ID, "console-carol").await;
+    let (status, _, body) = server
+        .post(
+            "/v1/me",
+            carol["access_token"].as_str(),
+            json!({ "nickname": MARKUP_NICKNAME }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     server.fault("/sns/jscode2session", 40029, 1).await;
     let code = server
         .sim(
@@ -314,6 +331,9 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         "logins": { DEMO_APP_ID: 3, SECOND_APP_ID: 1 },
         "new_persons": { DEMO_APP_ID: 2, SECOND_APP_ID: 1 },
         "second_app": SECOND_APP_ID,
+        "bob_openid": bob_openid,
+        "bob_id": bob_id,
+        "markup_nickname": MARKUP_NICKNAME,
         "failed_code": "invalid_code",
         "errcode": "40029",
     });
@@ -351,6 +371,13 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
     let (status, body) = server.get("/v1/me", Some(&alice_token)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"]["code"], "token_revoked");
+    // Bob's two sessions went with "Revoke all sessions".
+    for pair in &bob {
+        let token = pair["access_token"].as_str().unwrap();
+        let (status, body) = server.get("/v1/me", Some(token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "token_revoked");
+    }
 
     for page in [
         "00-signin-zh",
@@ -361,6 +388,8 @@ async fn an_operator_signs_in_sees_the_logins_finds_a_user_and_revokes_their_ses
         "04-users",
         "05-user",
         "06-user-revoked",
+        "06-users-all",
+        "06-user-revoked-all",
         "07-audit",
     ] {
         let file = screenshots.join(format!("{page}.png"));
