@@ -26,12 +26,13 @@ function frame(id, height = H) {
   return svg;
 }
 
-/** A round upper bound for the axis, and its ticks. */
-function scale(max) {
+/** A round upper bound for the axis, and its ticks (whole numbers for counts). */
+function scale(max, counts = false) {
   if (!(max > 0)) return { top: 1, ticks: [0, 1] };
   const rough = max / 4;
   const mag = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= rough) || rough;
+  let step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= rough) || rough;
+  if (counts) step = Math.max(1, Math.round(step));
   const top = Math.ceil(max / step) * step;
   const ticks = [];
   for (let v = 0; v <= top + step / 2; v += step) ticks.push(Number(v.toFixed(6)));
@@ -65,7 +66,7 @@ function axes(svg, labels, s, format) {
 export function barChart({ id, labels, series, format = String }) {
   const svg = frame(id);
   const sums = labels.map((_, i) => series.reduce((acc, s) => acc + (s.values[i] || 0), 0));
-  const s = scale(Math.max(0, ...sums));
+  const s = scale(Math.max(0, ...sums), true);
   const step = axes(svg, labels, s, format);
   const plotH = H - PAD.top - PAD.bottom;
   const width = Math.max(2, step * 0.7);
