@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod events;
 pub mod health;
 pub mod me;
@@ -59,6 +60,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
         .merge(services::router())
         .merge(admin::router())
         .merge(events::router())
+        .merge(console::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Token responses must not be cached (RFC 6749 §5.1); nor must profiles and phone
@@ -78,6 +80,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
             }),
         )
         .layer(nosniff())
+        .layer(axum::middleware::from_fn(console::headers))
         // `Router::layer` wraps each route (and the fallback) on its own, after routing, so the
         // matched template is known; added last, it wraps the layers above: the timeout's 408
         // and a panic's 500 are counted too.

@@ -1,8 +1,9 @@
 //! External clients the tests run against the real service: Python (a venv with
-//! requirements.txt: PyJWT, ...), Node with tests/ext's packages (jose, ...), and nginx.
-//! `scripts/ext-tools` installs them and names them in `WXTEST_PYTHON`, `WXTEST_NODE`,
-//! `WXTEST_NODE_MODULES` and `WXTEST_NGINX`; without those, the default places are looked at
-//! (`<target>/ext-venv`, `tests/ext/node_modules`, `nginx` on the PATH). A missing tool fails
+//! requirements.txt: PyJWT, ...), Node with tests/ext's packages (jose, playwright-core, ...),
+//! nginx and Chromium. `scripts/ext-tools` installs them and names them in `WXTEST_PYTHON`,
+//! `WXTEST_NODE`, `WXTEST_NODE_MODULES`, `WXTEST_NGINX` and `WXTEST_CHROMIUM`; without those,
+//! the default places are looked at (`<target>/ext-venv`, `tests/ext/node_modules`, `nginx` on
+//! the PATH, `/usr/bin/chromium`). A missing tool fails
 //! the test under `CI` and is a recorded skip elsewhere (see `skip.rs`).
 //!
 //! [`Nginx`] runs a throwaway nginx in front of an upstream, asking an auth endpoint first
@@ -113,6 +114,33 @@ pub fn node(test: &str) -> Option<Node> {
         return None;
     }
     Some(Node { bin, modules })
+}
+
+/// Whether `package` of tests/ext is installed (a recorded skip when not).
+pub fn has_node_package(test: &str, node: &Node, package: &str) -> bool {
+    let found = node.modules.join(package).is_dir();
+    if !found {
+        skip::skip(
+            test,
+            &format!(
+                "tests/ext's {package} is not installed in {} (run scripts/ext-tools)",
+                node.modules.display()
+            ),
+        );
+    }
+    found
+}
+
+/// The system's Chromium (`WXTEST_CHROMIUM`, default `/usr/bin/chromium`), or `None` (a
+/// recorded skip).
+pub fn chromium(test: &str) -> Option<PathBuf> {
+    let path = from_env_or("WXTEST_CHROMIUM", PathBuf::from("/usr/bin/chromium"));
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip::skip(test, "chromium is not installed (run scripts/ext-tools)");
+        None
+    }
 }
 
 /// The nginx binary, or `None` (a recorded skip).
