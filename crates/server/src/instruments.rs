@@ -45,6 +45,10 @@ pub const STORE_ERRORS: &str = "wxauth_store_errors_total";
 pub const RATE_LIMITED: &str = "wxauth_rate_limited_total";
 /// 1 when the last readiness check passed, 0 when it failed.
 pub const READY: &str = "wxauth_ready";
+/// Webhook delivery attempts by endpoint and outcome.
+pub const WEBHOOK_DELIVERIES: &str = "wxauth_webhook_deliveries_total";
+/// Age of the oldest event an endpoint still waits for (0 when none waits).
+pub const WEBHOOK_OLDEST_PENDING: &str = "wxauth_webhook_oldest_pending_seconds";
 
 /// The route label of requests no route matched.
 pub const UNMATCHED: &str = "unmatched";
@@ -122,6 +126,15 @@ fn describe() {
         "Requests refused by [limits], by action and bucket (ip, app)"
     );
     describe_gauge!(READY, "1 when the last readiness check passed, else 0");
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook delivery attempts by endpoint and outcome: delivered, retry, failed"
+    );
+    describe_gauge!(
+        WEBHOOK_OLDEST_PENDING,
+        Unit::Seconds,
+        "Age of the oldest event a webhook endpoint has not received yet (0 when none waits)"
+    );
 }
 
 /// `GET /metrics`: the Prometheus text format.
@@ -172,6 +185,17 @@ pub fn store_unavailable(store: &'static str) {
 /// A request was refused by a rate limit (`bucket`: "ip" or "app").
 pub fn rate_limited(action: &'static str, bucket: &'static str) {
     counter!(RATE_LIMITED, "action" => action, "bucket" => bucket).increment(1);
+}
+
+/// One webhook delivery attempt; `endpoint` is the configured URL as shown (password masked).
+pub fn webhook_attempt(endpoint: &str, outcome: &'static str) {
+    counter!(WEBHOOK_DELIVERIES, "endpoint" => endpoint.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// How long the oldest event waiting for `endpoint` has waited.
+pub fn webhook_oldest_pending(endpoint: &str, age: Duration) {
+    gauge!(WEBHOOK_OLDEST_PENDING, "endpoint" => endpoint.to_owned()).set(age.as_secs_f64());
 }
 
 /// The readiness check passed or failed.

@@ -244,3 +244,58 @@ async fn metrics_listen_moves_the_endpoint_off_the_main_listener() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn webhook_deliveries_and_the_oldest_waiting_event_are_measured() {
+    let test = "metrics::webhook_deliveries_and_the_oldest_waiting_event_are_measured";
+    let Some(python) = ext::python(test) else {
+        return;
+    };
+    let backend = TestBackend::from_env().await;
+    let sim = binary::sim().await;
+    // An endpoint nothing listens on: every attempt fails and is retried.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let hooks = format!(
+        "[{{url=\"{url}\", secret=\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", backoff=\"1s\", \
+         max_backoff=\"1s\"}}]"
+    );
+    let server = binary::serve(&backend, &sim, &[("WXAUTH_WEBHOOKS", hooks.as_str())]).await;
+    let endpoint = server.metrics_endpoint();
+    server.logged_in("dora").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut retries, mut oldest) = (0.0, 0.0);
+    while std::time::Instant::now() < deadline {
+        let scrape = Scrape::take(&python, &endpoint).await;
+        assert_eq!(
+            scrape.family_type("wxauth_webhook_oldest_pending_seconds"),
+            Some("gauge")
+        );
+        retries = scrape.value(
+            "wxauth_webhook_deliveries_total",
+            &[("endpoint", url.as_str()), ("outcome", "retry")],
+        );
+        oldest = scrape.value(
+            "wxauth_webhook_oldest_pending_seconds",
+            &[("endpoint", url.as_str())],
+        );
+        if retries >= 1.0 && oldest > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(retries >= 1.0, "retries counted: {retries}");
+    assert!(oldest > 0.0, "the waiting events' age: {oldest}");
+    assert_eq!(
+        Scrape::take(&python, &endpoint).await.value(
+            "wxauth_webhook_deliveries_total",
+            &[("endpoint", url.as_str()), ("outcome", "delivered")]
+        ),
+        0.0
+    );
+    server.terminate().await;
+}

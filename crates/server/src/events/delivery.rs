@@ -31,6 +31,9 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Longest a worker waits after a database error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(2);
 
+/// How often a worker measures the age of the oldest event its endpoint still waits for.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
 /// A new webhook secret: `whsec_` and base64 of 32 random bytes.
 pub fn generate_secret() -> String {
     format!(
@@ -143,9 +146,14 @@ impl Worker {
     async fn run(self, mut stopped: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let lease_ms = i64::try_from(lease(&this.hook).as_millis()).unwrap_or(i64::MAX);
+        let mut gauged = tokio::time::Instant::now() - GAUGE_EVERY;
         loop {
             if *stopped.borrow() {
                 return;
+            }
+            if gauged.elapsed() >= GAUGE_EVERY {
+                gauged = tokio::time::Instant::now();
+                this.gauge_oldest_pending().await;
             }
             let written = this.store.outbox().written.notified();
             let mut written = std::pin::pin!(written);
@@ -181,6 +189,20 @@ impl Worker {
                 attempts.spawn(async move { this.attempt(delivery).await });
             }
             while attempts.join_next().await.is_some() {}
+        }
+    }
+
+    /// Sets the gauge of the oldest event this endpoint still waits for.
+    async fn gauge_oldest_pending(&self) {
+        match self.store.oldest_pending_ms(&self.endpoint).await {
+            Ok(oldest) => {
+                let age_ms = oldest.map_or(0, |at| wall_ms().saturating_sub(at).max(0));
+                let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+                crate::instruments::webhook_oldest_pending(&self.shown, age);
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, endpoint = %self.shown, "cannot read the oldest pending webhook delivery");
+            }
         }
     }
 
@@ -222,6 +244,7 @@ impl Worker {
         let outcome = match error {
             None => {
                 tracing::debug!(parent: &span, "webhook delivered");
+                crate::instruments::webhook_attempt(&self.shown, "delivered");
                 Attempt::Delivered
             }
             Some(error) => {
@@ -230,8 +253,10 @@ impl Worker {
                 let retry_for = i64::try_from(self.hook.retry_for.as_millis()).unwrap_or(i64::MAX);
                 if now.saturating_sub(delivery.retry_from_ms) >= retry_for {
                     tracing::warn!(parent: &span, %error, "webhook delivery failed for good");
+                    crate::instruments::webhook_attempt(&self.shown, "failed");
                     Attempt::Failed { error }
                 } else {
+                    crate::instruments::webhook_attempt(&self.shown, "retry");
                     let wait = backoff(&self.hook, attempts);
                     tracing::info!(parent: &span, %error, retry_in_ms = wait.as_millis() as u64, "webhook delivery failed; retrying");
                     Attempt::Retry {

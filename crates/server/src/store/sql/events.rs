@@ -540,6 +540,19 @@ impl SqlStore {
         Ok(())
     }
 
+    /// When the oldest event still waiting for `endpoint` was written (wall-clock ms), if any
+    /// waits (for the `wxauth_webhook_oldest_pending_seconds` gauge).
+    pub async fn oldest_pending_ms(&self, endpoint: &str) -> Result<Option<i64>, StoreError> {
+        const SQL: &str = "SELECT e.created_ms FROM webhook_deliveries d \
+             JOIN events e ON e.seq = d.event_seq \
+             WHERE d.endpoint = ? AND d.state = 'pending' ORDER BY d.event_seq LIMIT 1";
+        sqlx::query_scalar::<_, i64>(self.q(SQL))
+            .bind(endpoint)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(store_error)
+    }
+
     /// Gives up the leases `owner` still holds (at shutdown), so another instance may send
     /// them at once instead of after the lease.
     pub async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
