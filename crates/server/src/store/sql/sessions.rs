@@ -379,6 +379,23 @@ impl SqlStore {
         Ok(revoked)
     }
 
+    /// The session of the token `hash`, by `sql` (which selects a session by one token hash).
+    async fn session_of_token(
+        &self,
+        sql: &'static str,
+        hash: &TokenHash,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(self.q(sql))
+            .bind(hash.to_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref()
+            .map(session_from_row)
+            .transpose()
+            .map_err(store_error)
+    }
+
     async fn run_purge_expired(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
         // A used refresh token stays until it expires (a second use is reuse); an access token
         // stays a while after (an expired token still logs its session out).
@@ -474,15 +491,7 @@ impl SessionStore for SqlStore {
             " FROM tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.hash = ? AND t.kind = 'refresh'"
         );
-        let row = sqlx::query(self.q(SQL))
-            .bind(refresh.to_hex())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        row.as_ref()
-            .map(session_from_row)
-            .transpose()
-            .map_err(store_error)
+        self.session_of_token(SQL, refresh).await
     }
 
     async fn session_of_access(&self, access: &TokenHash) -> Result<Option<Session>, StoreError> {
@@ -492,15 +501,7 @@ impl SessionStore for SqlStore {
             " FROM tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.hash = ? AND t.kind = 'access'"
         );
-        let row = sqlx::query(self.q(SQL))
-            .bind(access.to_hex())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        row.as_ref()
-            .map(session_from_row)
-            .transpose()
-            .map_err(store_error)
+        self.session_of_token(SQL, access).await
     }
 
     async fn rotate(
