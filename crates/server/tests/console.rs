@@ -26,7 +26,7 @@ use reqwest::header::{
     X_CONTENT_TYPE_OPTIONS,
 };
 use serde_json::{Value, json};
-use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimApp, SimConfig, SimHandle};
+use wechat_sim::DEMO_APP_ID;
 use wxauth::service::admins::NewAdminKey;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -40,48 +40,7 @@ const MARKUP_NICKNAME: &str = "<img src=x onerror=\"window.__xss=1\">carol";
 /// Longest the browser script may take.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// A second mini program, bound to the same Open Platform account.
-const SECOND_APP_ID: &str = "wx00000000000000b2";
-const SECOND_APP_SECRET: &str = "second-app-secret-000000000000000";
-
-async fn two_app_sim() -> SimHandle {
-    let app = |appid: &str, secret: &str| SimApp {
-        appid: appid.to_owned(),
-        secret: secret.to_owned(),
-        bound: true,
-    };
-    wechat_sim::spawn(
-        SimConfig {
-            apps: vec![
-                app(DEMO_APP_ID, DEMO_APP_SECRET),
-                app(SECOND_APP_ID, SECOND_APP_SECRET),
-            ],
-            keep_session_key: false,
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
-/// `wxauth serve` with both apps and an operator with the key of `key_hash`.
-async fn serve(backend: &TestBackend, sim: &SimHandle, key_hash: &str) -> binary::Wxauth {
-    let apps = format!(
-        "[{{app_id=\"{DEMO_APP_ID}\",secret_env=\"TEST_APP_SECRET\"}},\
-         {{app_id=\"{SECOND_APP_ID}\",secret_env=\"TEST_SECOND_SECRET\"}}]"
-    );
-    let admins = format!("[{{name=\"ops\",key_hash=\"{key_hash}\"}}]");
-    binary::serve(
-        backend,
-        sim,
-        &[
-            ("WXAUTH_APPS", apps.as_str()),
-            ("TEST_SECOND_SECRET", SECOND_APP_SECRET),
-            ("WXAUTH_ADMINS", admins.as_str()),
-        ],
-    )
-    .await
-}
+use binary::{SECOND_APP_ID, serve_two_apps_with_admin as serve, two_app_sim};
 
 /// Logs `user` into `app_id`, which must work; the answer.
 async fn login_to(server: &binary::Wxauth, app_id: &str, user: &str) -> Value {

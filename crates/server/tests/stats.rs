@@ -18,51 +18,10 @@ use std::time::Duration;
 use backend::{Sql, TestBackend};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use wechat_sim::{DEMO_APP_ID, DEMO_APP_SECRET, SimApp, SimConfig, SimHandle};
+use wechat_sim::DEMO_APP_ID;
 use wxauth::service::admins::NewAdminKey;
 
-/// A second mini program, bound to the same Open Platform account (unionids link them).
-const SECOND_APP_ID: &str = "wx00000000000000b2";
-const SECOND_APP_SECRET: &str = "second-app-secret-000000000000000";
-
-async fn two_app_sim() -> SimHandle {
-    let app = |appid: &str, secret: &str| SimApp {
-        appid: appid.to_owned(),
-        secret: secret.to_owned(),
-        bound: true,
-    };
-    wechat_sim::spawn(
-        SimConfig {
-            apps: vec![
-                app(DEMO_APP_ID, DEMO_APP_SECRET),
-                app(SECOND_APP_ID, SECOND_APP_SECRET),
-            ],
-            keep_session_key: false,
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
-/// `wxauth serve` with both apps and an operator whose key is returned.
-async fn serve(backend: &TestBackend, sim: &SimHandle, key_hash: &str) -> binary::Wxauth {
-    let apps = format!(
-        "[{{app_id=\"{DEMO_APP_ID}\",secret_env=\"TEST_APP_SECRET\"}},\
-         {{app_id=\"{SECOND_APP_ID}\",secret_env=\"TEST_SECOND_SECRET\"}}]"
-    );
-    let admins = format!("[{{name=\"ops\",key_hash=\"{key_hash}\"}}]");
-    binary::serve(
-        backend,
-        sim,
-        &[
-            ("WXAUTH_APPS", apps.as_str()),
-            ("TEST_SECOND_SECRET", SECOND_APP_SECRET),
-            ("WXAUTH_ADMINS", admins.as_str()),
-        ],
-    )
-    .await
-}
+use binary::{SECOND_APP_ID, serve_two_apps_with_admin as serve, two_app_sim};
 
 /// Logs `user` into `app_id`; the error code when it failed.
 async fn login(server: &binary::Wxauth, app_id: &str, user: &str) -> Result<Value, String> {

@@ -27,6 +27,55 @@ pub async fn sim() -> SimHandle {
     .unwrap()
 }
 
+/// A second mini program, bound to the same Open Platform account as the demo app (unionids
+/// link them).
+pub const SECOND_APP_ID: &str = "wx00000000000000b2";
+pub const SECOND_APP_SECRET: &str = "second-app-secret-000000000000000";
+
+/// A simulator with the demo app and [`SECOND_APP_ID`].
+pub async fn two_app_sim() -> SimHandle {
+    let app = |appid: &str, secret: &str| wechat_sim::SimApp {
+        appid: appid.to_owned(),
+        secret: secret.to_owned(),
+        bound: true,
+    };
+    wechat_sim::spawn(
+        SimConfig {
+            apps: vec![
+                app(DEMO_APP_ID, DEMO_APP_SECRET),
+                app(SECOND_APP_ID, SECOND_APP_SECRET),
+            ],
+            keep_session_key: false,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// `wxauth serve` with both apps and an operator `ops` whose key has the hash `key_hash`.
+pub async fn serve_two_apps_with_admin(
+    backend: &TestBackend,
+    sim: &SimHandle,
+    key_hash: &str,
+) -> Wxauth {
+    let apps = format!(
+        "[{{app_id=\"{DEMO_APP_ID}\",secret_env=\"TEST_APP_SECRET\"}},\
+         {{app_id=\"{SECOND_APP_ID}\",secret_env=\"TEST_SECOND_SECRET\"}}]"
+    );
+    let admins = format!("[{{name=\"ops\",key_hash=\"{key_hash}\"}}]");
+    serve(
+        backend,
+        sim,
+        &[
+            ("WXAUTH_APPS", apps.as_str()),
+            ("TEST_SECOND_SECRET", SECOND_APP_SECRET),
+            ("WXAUTH_ADMINS", admins.as_str()),
+        ],
+    )
+    .await
+}
+
 /// A running `wxauth serve`.
 pub struct Wxauth {
     child: Child,
