@@ -8,6 +8,10 @@ use super::{Dialect, SqlStore, store_error};
 use crate::store::StoreError;
 
 /// Rows per statement (4 to 6 parameters each, far below every backend's limit).
+///
+/// The statements are not kept prepared (`persistent(false)`): their text changes with the
+/// number of rows, and a connection's statement cache of up to a hundred such statements,
+/// each hundreds of parameters wide, would hold megabytes for a write made every few seconds.
 const CHUNK: usize = 200;
 
 /// What one flush writes.
@@ -93,7 +97,7 @@ impl SqlStore {
                 }
             );
             let sql = self.prepare(&sql);
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(&sql).persistent(false);
             for (start, app, outcome, n) in rows {
                 query = query
                     .bind(*start)
@@ -118,7 +122,7 @@ impl SqlStore {
                 }
             );
             let sql = self.prepare(&sql);
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(&sql).persistent(false);
             for (start, app, endpoint, errcode, calls, ms) in rows {
                 query = query
                     .bind(*start)
@@ -145,7 +149,7 @@ impl SqlStore {
                 )
             };
             let sql = self.prepare(&sql);
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(&sql).persistent(false);
             for (period, start, app, user) in rows {
                 query = query
                     .bind(period.as_str())
