@@ -13,7 +13,7 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{AnyConnection, Row as _};
 use tokio::sync::Notify;
 use wxauth_wechat::{AppId, OpenId};
 
@@ -76,7 +76,7 @@ pub fn wall_ms() -> i64 {
 /// next poll).
 pub async fn insert(
     store: &SqlStore,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     event: &Event,
 ) -> Result<(), sqlx::Error> {
     const INSERT: &str = "INSERT INTO events (id, type, user_id, occurred_at, created_ms, \
@@ -94,7 +94,7 @@ pub async fn insert(
         .bind(event.occurred_at)
         .bind(wall_ms())
         .bind(event.to_json())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     for endpoint in store.outbox.endpoints() {
         if endpoint.takes(event.kind) {
@@ -102,7 +102,7 @@ pub async fn insert(
                 .bind(endpoint.url)
                 .bind(store.settle_ms())
                 .bind(event.id.as_str())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
     }
@@ -112,7 +112,7 @@ pub async fn insert(
 /// The person behind an identity, inside a transaction.
 pub(super) async fn person_of(
     store: &SqlStore,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     app_id: &str,
     openid: &str,
 ) -> Result<Option<UserId>, sqlx::Error> {
@@ -120,7 +120,7 @@ pub(super) async fn person_of(
     let row = sqlx::query(store.q(SQL))
         .bind(app_id)
         .bind(openid)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     row.map(|row| row.try_get::<String, _>(0).map(UserId::new))
         .transpose()
@@ -130,7 +130,7 @@ pub(super) async fn person_of(
 /// identity's person is gone: there is nobody to tell about).
 pub(super) async fn session_revoked(
     store: &SqlStore,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     session_id: &str,
     app_id: &str,
     openid: &str,

@@ -25,6 +25,7 @@ mod audit;
 mod auth_cache;
 mod codes;
 pub mod events;
+mod group;
 mod sessions;
 mod stats;
 mod users;
@@ -35,8 +36,9 @@ use std::str::FromStr as _;
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use anyhow::Context as _;
+use futures_util::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
 
 pub use self::admin::{Erased, UserFilter};
 pub use self::auth_cache::{AuthCache, FOREIGN_WRITES_SEEN_WITHIN, TOUCH_EVERY};
@@ -105,6 +107,8 @@ pub struct SqlStore {
     auth_cache: Option<Arc<AuthCache>>,
     /// The webhook endpoints new events are queued for, and who waits for new events.
     outbox: Arc<events::Outbox>,
+    /// On SQLite, the group-commit queue in front of the writer ([`SqlStore::grouped`]).
+    group: Option<group::GroupWriter>,
 }
 
 impl SqlStore {
@@ -128,23 +132,28 @@ impl SqlStore {
         };
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("Failed to parse database.url {}", config.url.masked()))?;
-        let pool = pool_options(config, dialect, config.max_connections)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "Failed to connect to the database {} (is it running, and does the \
+        let pool = pool_options(
+            config,
+            dialect,
+            config.max_connections,
+            SQLITE_READER_CACHE_KIB,
+        )
+        .connect_with(options.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to connect to the database {} (is it running, and does the \
                      database exist?)",
-                    config.url.masked()
-                )
-            })?;
+                config.url.masked()
+            )
+        })?;
         super::migrate::run(&pool, dialect, migrator(dialect)).await?;
         // SQLite takes one writer at a time: writers queue for one connection in the order
         // they came, instead of racing for the file lock and sleeping in SQLite's busy
         // handler (the tail latency of every write).
         let writer = match dialect {
             Dialect::Sqlite => Some(
-                pool_options(config, dialect, 1)
+                pool_options(config, dialect, 1, SQLITE_WRITER_CACHE_KIB)
                     .connect_with(options)
                     .await
                     .with_context(|| {
@@ -154,12 +163,22 @@ impl SqlStore {
             _ => None,
         };
         let auth_cache = (dialect == Dialect::Sqlite).then(|| Arc::new(AuthCache::new()));
+        let outbox: Arc<events::Outbox> = Arc::default();
+        let group = writer.as_ref().map(|writer| {
+            let outbox = outbox.clone();
+            group::GroupWriter::start(
+                writer.clone(),
+                auth_cache.clone(),
+                Arc::new(move || outbox.written.notify_waiters()),
+            )
+        });
         Ok(Self {
             pool,
             writer,
             dialect,
             auth_cache,
-            outbox: Arc::default(),
+            outbox,
+            group,
         })
     }
 
@@ -266,6 +285,76 @@ impl SqlStore {
         })?
     }
 
+    /// Runs a write in a transaction, to completion whatever happens to the caller; on
+    /// SQLite in the group-commit queue (see [`group`]): one transaction and one commit for
+    /// whatever writes have queued up, each write in a savepoint of its own.
+    ///
+    /// `op` runs the write's statements on the connection it is given and says whether its
+    /// changes are kept (`false`: rolled back, e.g. nothing to change after all); an error
+    /// rolls them back too. Elsewhere it may run again after a deadlock (see
+    /// [`SqlStore::detached`]). Events written by a kept write are announced after the commit.
+    pub(crate) async fn grouped<T, F>(&self, invalidates: bool, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> Fn(
+                SqlStore,
+                &'c mut AnyConnection,
+            ) -> BoxFuture<'c, Result<(T, bool), StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let Some(group) = &self.group else {
+            let op = Arc::new(op);
+            return self
+                .run_detached(
+                    move |store| {
+                        let op = op.clone();
+                        async move {
+                            let mut tx = store.begin().await?;
+                            match op(store.clone(), &mut tx).await {
+                                Ok((value, true)) => {
+                                    tx.commit().await.map_err(store_error)?;
+                                    store.events_written();
+                                    Ok(value)
+                                }
+                                Ok((value, false)) => {
+                                    tx.rollback().await.map_err(store_error)?;
+                                    Ok(value)
+                                }
+                                Err(err) => {
+                                    if let Err(rollback) = tx.rollback().await {
+                                        tracing::debug!(error = %rollback, "rollback after a failed write");
+                                    }
+                                    Err(err)
+                                }
+                            }
+                        }
+                    },
+                    invalidates,
+                )
+                .await;
+        };
+        let store = self.clone();
+        let value = group
+            .write(
+                invalidates,
+                group::job(move |conn| {
+                    let write = op(store, conn);
+                    Box::pin(async move {
+                        let (value, keep) = write.await?;
+                        Ok((Box::new(value) as Box<dyn std::any::Any + Send>, keep))
+                    })
+                }),
+            )
+            .await?;
+        value.downcast::<T>().map(|value| *value).map_err(|_| {
+            StoreError::Other(anyhow::anyhow!(
+                "a queued write gave back an unexpected value"
+            ))
+        })
+    }
+
     /// Whether the database takes a write now: a write transaction is opened (on SQLite
     /// this takes the write lock), given a statement that writes nothing (refused on a
     /// read-only server), and rolled back, within `timeout`.
@@ -349,9 +438,27 @@ impl SqlStore {
     }
 }
 
+/// SQLite's page cache of each reading connection, in KiB (`PRAGMA cache_size = -N`).
+///
+/// Each connection has a cache of its own, SQLite's default 2 MiB: with the pool's ten readers
+/// and the writer that is 22 MiB of process memory once the database outgrows it, most of it
+/// the same pages ten times over. A reader finds the pages it misses in the operating
+/// system's file cache (one `pread`, no disk), and keeps the upper levels of the b-trees it
+/// walks; the writer keeps SQLite's default, since it changes pages in place.
+const SQLITE_READER_CACHE_KIB: u32 = 256;
+
+/// The writer's page cache, in KiB: SQLite's default.
+const SQLITE_WRITER_CACHE_KIB: u32 = 2048;
+
 /// Pool settings shared by the readers and the SQLite writer: WAL with its file kept small
-/// after checkpoints, and a busy timeout for what other processes hold.
-fn pool_options(config: &DatabaseConfig, dialect: Dialect, max: u32) -> AnyPoolOptions {
+/// after checkpoints, a busy timeout for what other processes hold, and a page cache of
+/// `cache_kib` per connection.
+fn pool_options(
+    config: &DatabaseConfig,
+    dialect: Dialect,
+    max: u32,
+    cache_kib: u32,
+) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(config.min_connections.min(max))
@@ -365,6 +472,8 @@ fn pool_options(config: &DatabaseConfig, dialect: Dialect, max: u32) -> AnyPoolO
                          PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 16777216;",
                     )
                     .await?;
+                    conn.execute(format!("PRAGMA cache_size = -{cache_kib}").as_str())
+                        .await?;
                 }
                 Ok(())
             })

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{AnyConnection, Row as _};
 use wxauth_wechat::{AppId, OpenId};
 
 use super::events::session_revoked;
@@ -81,8 +81,45 @@ impl SqlStore {
         Ok((check, user))
     }
 
-    async fn run_create(
+    /// PostgreSQL: the session and its tokens in one statement (atomic by itself), one
+    /// round trip instead of four.
+    async fn run_create_postgres(
         &self,
+        session: &Session,
+        access: TokenEntry,
+        refresh: TokenEntry,
+    ) -> Result<(), StoreError> {
+        const INSERT_WITH_TOKENS: &str = "WITH s AS (INSERT INTO sessions (id, app_id, openid, \
+             session_key, created_at, last_seen_at, expires_at, user_agent, ip) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)) \
+             INSERT INTO tokens (hash, session_id, kind, expires_at) \
+             VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)";
+        sqlx::query(self.q(INSERT_WITH_TOKENS))
+            .bind(&session.id)
+            .bind(session.app_id.as_str())
+            .bind(session.openid.as_str())
+            .bind(&session.sealed_session_key)
+            .bind(session.created_at)
+            .bind(session.last_seen_at)
+            .bind(session.expires_at)
+            .bind(session.user_agent.as_deref())
+            .bind(session.ip.as_deref())
+            .bind(access.hash.to_hex())
+            .bind(&session.id)
+            .bind(access.expires_at)
+            .bind(refresh.hash.to_hex())
+            .bind(&session.id)
+            .bind(refresh.expires_at)
+            .execute(self.writer())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The session and its tokens, inside the caller's transaction.
+    async fn insert_session(
+        &self,
+        conn: &mut AnyConnection,
         session: &Session,
         access: TokenEntry,
         refresh: TokenEntry,
@@ -90,36 +127,6 @@ impl SqlStore {
         const INSERT: &str = "INSERT INTO sessions (id, app_id, openid, session_key, created_at, \
                               last_seen_at, expires_at, user_agent, ip) \
                               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        // PostgreSQL: the session and its tokens in one statement (atomic by itself), one
-        // round trip instead of four.
-        const INSERT_WITH_TOKENS: &str = "WITH s AS (INSERT INTO sessions (id, app_id, openid, \
-             session_key, created_at, last_seen_at, expires_at, user_agent, ip) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)) \
-             INSERT INTO tokens (hash, session_id, kind, expires_at) \
-             VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)";
-        if self.dialect == super::Dialect::Postgres {
-            sqlx::query(self.q(INSERT_WITH_TOKENS))
-                .bind(&session.id)
-                .bind(session.app_id.as_str())
-                .bind(session.openid.as_str())
-                .bind(&session.sealed_session_key)
-                .bind(session.created_at)
-                .bind(session.last_seen_at)
-                .bind(session.expires_at)
-                .bind(session.user_agent.as_deref())
-                .bind(session.ip.as_deref())
-                .bind(access.hash.to_hex())
-                .bind(&session.id)
-                .bind(access.expires_at)
-                .bind(refresh.hash.to_hex())
-                .bind(&session.id)
-                .bind(refresh.expires_at)
-                .execute(self.writer())
-                .await
-                .map_err(store_error)?;
-            return Ok(());
-        }
-        let mut tx = self.begin().await?;
         sqlx::query(self.q(INSERT))
             .bind(&session.id)
             .bind(session.app_id.as_str())
@@ -130,17 +137,15 @@ impl SqlStore {
             .bind(session.expires_at)
             .bind(session.user_agent.as_deref())
             .bind(session.ip.as_deref())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
-        self.insert_tokens(&mut tx, &session.id, access, refresh)
-            .await?;
-        tx.commit().await.map_err(store_error)
+        self.insert_tokens(conn, &session.id, access, refresh).await
     }
 
     async fn insert_tokens(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        conn: &mut AnyConnection,
         session_id: &str,
         access: TokenEntry,
         refresh: TokenEntry,
@@ -154,7 +159,7 @@ impl SqlStore {
             .bind(refresh.hash.to_hex())
             .bind(session_id)
             .bind(refresh.expires_at)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
         Ok(())
@@ -162,12 +167,13 @@ impl SqlStore {
 
     async fn run_rotate(
         &self,
+        conn: &mut AnyConnection,
         refresh: &TokenHash,
         new_access: TokenEntry,
         new_refresh: TokenEntry,
         successor: Option<&Successor>,
         now: i64,
-    ) -> Result<RefreshOutcome, StoreError> {
+    ) -> Result<(RefreshOutcome, bool), StoreError> {
         const CLAIM: &str = "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh' \
                              AND used_at IS NULL AND expires_at > ?";
         const WITH_SESSION: &str = concat!(
@@ -188,63 +194,57 @@ impl SqlStore {
         const KEEP_SUCCESSOR: &str = "INSERT INTO refresh_grace (hash, session_id, successor, \
                                       expires_at) VALUES (?, ?, ?, ?)";
         let hash = refresh.to_hex();
-        let mut tx = self.begin().await?;
         // Claim the token first: exactly one presenter can flip used_at.
         let claimed = sqlx::query(self.q(CLAIM))
             .bind(now)
             .bind(&hash)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?
             .rows_affected()
             == 1;
         let row = sqlx::query(self.q(WITH_SESSION))
             .bind(&hash)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(store_error)?;
-        // Every way out ends the transaction explicitly: a transaction merely dropped would
-        // keep its locks until the connection is next used.
+        // Every way out says whether the changes are kept: the claim alone is rolled back.
         let Some(row) = row else {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(RefreshOutcome::Unknown);
+            return Ok((RefreshOutcome::Unknown, false));
         };
         let session = session_from_row(&row).map_err(store_error)?;
         if session.revoked_at.is_some() {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(RefreshOutcome::Revoked);
+            return Ok((RefreshOutcome::Revoked, false));
         }
         if !claimed {
             let used_at: Option<i64> = row.try_get("used_at").map_err(store_error)?;
             if used_at.is_none() {
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(RefreshOutcome::Expired);
+                return Ok((RefreshOutcome::Expired, false));
             }
             // Used moments ago: the same answer again, nothing changes.
             let replay: Option<String> = sqlx::query_scalar(self.q(REPLAY))
                 .bind(&hash)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(store_error)?;
             if let Some(successor) = replay {
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(RefreshOutcome::Replayed { session, successor });
+                return Ok((RefreshOutcome::Replayed { session, successor }, false));
             }
             // Reuse: someone holds a copy of an old refresh token. End the session.
             let revoked = sqlx::query(self.q(REVOKE))
                 .bind(now)
                 .bind(REUSED)
                 .bind(&session.id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(store_error)?
                 .rows_affected();
             if revoked == 1 {
                 session_revoked(
                     self,
-                    &mut tx,
+                    &mut *conn,
                     &session.id,
                     session.app_id.as_str(),
                     session.openid.as_str(),
@@ -254,13 +254,10 @@ impl SqlStore {
                 .await
                 .map_err(store_error)?;
             }
-            tx.commit().await.map_err(store_error)?;
-            self.events_written();
-            return Ok(RefreshOutcome::Reused(session.id));
+            return Ok((RefreshOutcome::Reused(session.id), true));
         }
         if session.expires_at <= now {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(RefreshOutcome::Expired);
+            return Ok((RefreshOutcome::Expired, false));
         }
         let cap = |entry: TokenEntry| TokenEntry {
             expires_at: entry.expires_at.min(session.expires_at),
@@ -269,14 +266,14 @@ impl SqlStore {
         sqlx::query(self.q(DROP_EXPIRED_ACCESS))
             .bind(&session.id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
         sqlx::query(self.q(EXPIRE_ACCESS))
             .bind(now)
             .bind(&session.id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
         if let Some(successor) = successor {
@@ -285,23 +282,25 @@ impl SqlStore {
                 .bind(&session.id)
                 .bind(&successor.sealed)
                 .bind(successor.expires_at.min(session.expires_at))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(store_error)?;
         }
-        self.insert_tokens(&mut tx, &session.id, cap(new_access), cap(new_refresh))
+        self.insert_tokens(&mut *conn, &session.id, cap(new_access), cap(new_refresh))
             .await?;
         sqlx::query(self.q(TOUCH))
             .bind(now)
             .bind(&session.id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(RefreshOutcome::Rotated(Session {
-            last_seen_at: now,
-            ..session
-        }))
+        Ok((
+            RefreshOutcome::Rotated(Session {
+                last_seen_at: now,
+                ..session
+            }),
+            true,
+        ))
     }
 
     /// Revokes one live session and writes its `session.revoked`, in one transaction.
@@ -456,10 +455,23 @@ impl SessionStore for SqlStore {
         refresh: TokenEntry,
     ) -> Result<(), StoreError> {
         let session = session.clone();
+        if self.dialect == super::Dialect::Postgres {
+            return self
+                .detached_quiet(move |store| {
+                    let session = session.clone();
+                    async move { store.run_create_postgres(&session, access, refresh).await }
+                })
+                .await;
+        }
         // A new session: nothing cached refers to it.
-        self.detached_quiet(move |store| {
+        self.grouped(false, move |store, conn| {
             let session = session.clone();
-            async move { store.run_create(&session, access, refresh).await }
+            Box::pin(async move {
+                store
+                    .insert_session(conn, &session, access, refresh)
+                    .await
+                    .map(|()| ((), true))
+            })
         })
         .await
     }
@@ -513,13 +525,20 @@ impl SessionStore for SqlStore {
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
         let refresh = *refresh;
-        self.detached(move |store| {
+        self.grouped(true, move |store, conn| {
             let successor = successor.clone();
-            async move {
+            Box::pin(async move {
                 store
-                    .run_rotate(&refresh, new_access, new_refresh, successor.as_ref(), now)
+                    .run_rotate(
+                        conn,
+                        &refresh,
+                        new_access,
+                        new_refresh,
+                        successor.as_ref(),
+                        now,
+                    )
                     .await
-            }
+            })
         })
         .await
     }

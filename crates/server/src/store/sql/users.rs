@@ -1,14 +1,13 @@
 //! Persons and identities in SQL: the login upsert, unionid linking (and the merge it may
 //! lead to, as the service's rule decides), profiles.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use wxauth_wechat::{AppId, OpenId, UnionId};
 
 use super::events::insert as emit;
-use super::{SqlStore, abandon, corrupt, store_error};
+use super::{SqlStore, abandon, corrupt, is_deadlock, is_unique_violation, store_error};
 use crate::events::{Event, Through};
 use crate::model::{Identity, MergeRule, Phone, Profile, ProfileUpdate, User, UserId, mask_phone};
 use crate::service::audit;
@@ -96,7 +95,8 @@ impl SqlStore {
     }
 
     /// One attempt at creating the identity (and its person); `Ok(None)` when another login
-    /// won a race and the caller should look again.
+    /// won a race and the caller should look again. One write transaction (on SQLite, in the
+    /// group commit), and no read of the rows it has just written.
     async fn try_create_identity(
         &self,
         app_id: &AppId,
@@ -104,26 +104,62 @@ impl SqlStore {
         unionid: Option<&UnionId>,
         now: i64,
     ) -> Result<Option<LoginOutcome>, StoreError> {
-        const USER_BY_UNIONID: &str = "SELECT id FROM users WHERE unionid = ?";
+        let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.cloned());
+        self.grouped(true, move |store, conn| {
+            let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.clone());
+            Box::pin(async move {
+                store
+                    .create_identity_in(conn, &app_id, &openid, unionid.as_ref(), now)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// [`SqlStore::try_create_identity`] inside the caller's transaction: the outcome, and
+    /// whether the changes are kept (not when a unique key or a deadlock says another login
+    /// won a race: it is rolled back whole, events included, so a person is announced once,
+    /// by the login that made it).
+    async fn create_identity_in(
+        &self,
+        conn: &mut AnyConnection,
+        app_id: &AppId,
+        openid: &OpenId,
+        unionid: Option<&UnionId>,
+        now: i64,
+    ) -> Result<(Option<LoginOutcome>, bool), StoreError> {
+        const USER_BY_UNIONID: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.unionid = ?"
+        );
         const INSERT_USER: &str = "INSERT INTO users (id, unionid, gender, created_at, \
                                    updated_at) VALUES (?, ?, 0, ?, ?)";
         const INSERT_IDENTITY: &str =
             "INSERT INTO identities (app_id, openid, user_id, created_at) VALUES (?, ?, ?, ?)";
-        let mut tx = self.begin().await?;
-        let existing: Option<String> = match unionid {
+        /// A statement that failed: a lost race is worth another try, the rest is an error.
+        fn lost_race(err: sqlx::Error) -> Result<(Option<LoginOutcome>, bool), StoreError> {
+            if is_unique_violation(&err) || is_deadlock(&err) {
+                Ok((None, false))
+            } else {
+                Err(store_error(err))
+            }
+        }
+        let existing = match unionid {
             Some(unionid) => sqlx::query(self.q(USER_BY_UNIONID))
                 .bind(unionid.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(store_error)?
-                .map(|row| row.try_get::<String, _>(0))
+                .as_ref()
+                .map(user_from_row)
                 .transpose()
                 .map_err(store_error)?,
             None => None,
         };
         let is_new_user = existing.is_none();
-        let person = match existing {
-            Some(person) => UserId::new(person),
+        let user = match existing {
+            Some(user) => user,
             None => {
                 let id = UserId::generate();
                 let inserted = sqlx::query(self.q(INSERT_USER))
@@ -131,57 +167,58 @@ impl SqlStore {
                     .bind(unionid.map(UnionId::as_str))
                     .bind(now)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await;
                 if let Err(err) = inserted {
-                    abandon(tx, err).await?;
-                    return Ok(None);
+                    return lost_race(err);
                 }
-                id
+                // The row just written, as a read would give it back.
+                User {
+                    id,
+                    unionid: unionid.cloned(),
+                    profile: Profile::default(),
+                    phone: None,
+                    extra: None,
+                    created_at: now,
+                    updated_at: now,
+                }
             }
         };
         let inserted = sqlx::query(self.q(INSERT_IDENTITY))
             .bind(app_id.as_str())
             .bind(openid.as_str())
-            .bind(person.as_str())
+            .bind(user.id.as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await;
         if let Err(err) = inserted {
-            abandon(tx, err).await?;
-            return Ok(None);
+            return lost_race(err);
         }
-        // The events are part of the change: a login that loses a race rolls them back too,
-        // so a person is announced once, by the login that made it.
         let through = Through { app_id, openid };
         let mut events = Vec::with_capacity(2);
         if is_new_user {
-            events.push(Event::person_created(&person, through, unionid, now));
+            events.push(Event::person_created(&user.id, through, unionid, now));
         }
         events.push(Event::identity_created(
-            &person,
+            &user.id,
             through,
             unionid,
             is_new_user,
             now,
         ));
         for event in &events {
-            if let Err(err) = emit(self, &mut tx, event).await {
-                abandon(tx, err).await?;
-                return Ok(None);
+            if let Err(err) = emit(self, &mut *conn, event).await {
+                return lost_race(err);
             }
         }
-        tx.commit().await.map_err(store_error)?;
-        self.events_written();
-        let user = self
-            .fetch_user_by_identity(app_id, openid)
-            .await?
-            .context("identity missing right after it was created")?;
-        Ok(Some(LoginOutcome {
-            user,
-            is_new_user,
-            is_new_identity: true,
-        }))
+        Ok((
+            Some(LoginOutcome {
+                user,
+                is_new_user,
+                is_new_identity: true,
+            }),
+            true,
+        ))
     }
 
     /// Links a unionid to a person. When another person already holds it (an identity
