@@ -10,7 +10,7 @@
 //! A person counts as active in an hour (and a day) when they log in, or use a token (recorded
 //! with the session's "last seen", at most once a minute per session).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,14 +35,26 @@ pub const ACTIVE_HOURS_KEPT: i64 = 35 * DAY;
 pub const ACTIVE_DAYS_KEPT: i64 = 400 * DAY;
 
 /// The app of the all-apps distinct-person rows.
-const ALL_APPS: &str = "*";
+pub(crate) const ALL_APPS: &str = "*";
+
+/// Distinct (hour, app, person) marks held at most before a flush is started early: a
+/// bound on the memory between flushes at any login rate (about 100 bytes a mark).
+pub const ACTIVE_FLUSH_AT: usize = 32_768;
+
+/// Marks held at most while flushes fail (the database is away): beyond, new ones are not
+/// counted.
+const ACTIVE_MAX: usize = 8 * ACTIVE_FLUSH_AT;
 
 /// Counters not yet written.
+///
+/// A person's activity is kept once per hour and app (the hour's and the day's rows, of the
+/// app and of all apps, are made from it when written), as one compact entry.
 #[derive(Debug, Default)]
 struct Pending {
     logins: BTreeMap<(i64, String, String), i64>,
     wechat: BTreeMap<(i64, String, String, String), (i64, i64)>,
-    active: BTreeSet<(String, i64, String, String)>,
+    /// (hour start, app_id, user_id)
+    active: HashSet<(i64, Box<str>, Box<str>)>,
 }
 
 impl Pending {
@@ -65,25 +77,35 @@ impl Pending {
     }
 
     /// Takes a batch that could not be written back in.
-    fn restore(&mut self, batch: StatsBatch) {
-        for (start, app, outcome, n) in batch.logins {
-            *self.logins.entry((start, app, outcome)).or_default() += n;
+    fn restore(&mut self, batch: &StatsBatch) {
+        for (start, app, outcome, n) in &batch.logins {
+            *self
+                .logins
+                .entry((*start, app.clone(), outcome.clone()))
+                .or_default() += n;
         }
-        for (start, app, endpoint, errcode, calls, ms) in batch.wechat {
+        for (start, app, endpoint, errcode, calls, ms) in &batch.wechat {
             let entry = self
                 .wechat
-                .entry((start, app, endpoint, errcode))
+                .entry((*start, app.clone(), endpoint.clone(), errcode.clone()))
                 .or_default();
             entry.0 += calls;
             entry.1 += ms;
         }
-        self.active.extend(batch.active);
+        for mark in &batch.active {
+            if self.active.len() >= ACTIVE_MAX {
+                break;
+            }
+            self.active.insert(mark.clone());
+        }
     }
 }
 
 /// The recorder: shared by the request handlers and the WeChat client's observer.
 pub struct Stats {
     pending: Mutex<Pending>,
+    /// Wakes the flush loop early when [`ACTIVE_FLUSH_AT`] marks are held.
+    full: tokio::sync::Notify,
     /// One flush at a time.
     flushing: tokio::sync::Mutex<()>,
     sql: Arc<SqlStore>,
@@ -100,7 +122,7 @@ fn hour_of(t: i64) -> i64 {
     t - t.rem_euclid(HOUR)
 }
 
-fn day_of(t: i64) -> i64 {
+pub(crate) fn day_of(t: i64) -> i64 {
     t - t.rem_euclid(DAY)
 }
 
@@ -109,6 +131,7 @@ impl Stats {
     pub fn new(sql: Arc<SqlStore>, clock: Arc<dyn Clock>) -> Self {
         Self {
             pending: Mutex::default(),
+            full: tokio::sync::Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
             sql,
             clock,
@@ -128,15 +151,19 @@ impl Stats {
             .logins
             .entry((hour_of(now), app_id.as_str().to_owned(), outcome.to_owned()))
             .or_default() += 1;
-        if let Some(user) = user {
-            mark_active(&mut pending, now, app_id, user);
+        if let Some(user) = user
+            && mark_active(&mut pending, now, app_id, user)
+        {
+            self.full.notify_one();
         }
     }
 
     /// A person used a token of `app_id`.
     pub fn active(&self, app_id: &AppId, user: &UserId) {
         let now = self.clock.now();
-        mark_active(&mut self.pending(), now, app_id, user);
+        if mark_active(&mut self.pending(), now, app_id, user) {
+            self.full.notify_one();
+        }
     }
 
     /// Writes what has been counted since the last flush; on failure it is kept for the next.
@@ -146,22 +173,27 @@ impl Stats {
         if batch.is_empty() {
             return Ok(());
         }
+        let batch = Arc::new(batch);
         match self.sql.add_stats(batch.clone()).await {
             Ok(()) => Ok(()),
             Err(err) => {
-                self.pending().restore(batch);
+                self.pending().restore(&batch);
                 Err(err)
             }
         }
     }
 
-    /// Flushes every [`FLUSH_INTERVAL`], and purges old distinct-person rows now and then.
+    /// Flushes every [`FLUSH_INTERVAL`] (sooner when [`ACTIVE_FLUSH_AT`] marks are held),
+    /// and purges old distinct-person rows now and then.
     pub async fn flush_loop(self: Arc<Self>) {
         let mut interval = tokio::time::interval(FLUSH_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = self.full.notified() => interval.reset(),
+            }
             if let Err(err) = self.flush().await {
                 crate::instruments::store_error(&err);
                 tracing::warn!(error = %err, "could not write the statistics; trying again later");
@@ -182,15 +214,18 @@ impl Stats {
     }
 }
 
-fn mark_active(pending: &mut Pending, now: i64, app_id: &AppId, user: &UserId) {
-    let user = user.to_string();
-    for (period, start) in [("h", hour_of(now)), ("d", day_of(now))] {
-        for app in [app_id.as_str(), ALL_APPS] {
-            pending
-                .active
-                .insert((period.to_owned(), start, app.to_owned(), user.clone()));
-        }
+/// Marks a person active in this hour; `true` when a flush should start now.
+fn mark_active(pending: &mut Pending, now: i64, app_id: &AppId, user: &UserId) -> bool {
+    let len = pending.active.len();
+    if len >= ACTIVE_MAX {
+        return true;
     }
+    pending.active.insert((
+        hour_of(now),
+        app_id.as_str().into(),
+        user.to_string().into_boxed_str(),
+    ));
+    len + 1 >= ACTIVE_FLUSH_AT
 }
 
 impl crate::instruments::WechatSink for Stats {
@@ -433,6 +468,28 @@ mod tests {
     }
 
     #[test]
+    fn activity_is_kept_once_an_hour_and_the_marks_held_are_bounded() {
+        let app = AppId::parse("wx1234567890abcdef".to_owned()).unwrap();
+        let mut pending = Pending::default();
+        let someone = UserId::new("someone".to_owned());
+        assert!(!mark_active(&mut pending, 10, &app, &someone));
+        assert!(!mark_active(&mut pending, 20, &app, &someone));
+        assert_eq!(pending.active.len(), 1, "once per hour, app and person");
+        let mut asked_for_a_flush = false;
+        for i in 0..ACTIVE_MAX + 10 {
+            let user = UserId::new(format!("u{i}"));
+            let full = mark_active(&mut pending, 10, &app, &user);
+            if pending.active.len() < ACTIVE_FLUSH_AT {
+                assert!(!full);
+            } else {
+                asked_for_a_flush |= full;
+            }
+        }
+        assert!(asked_for_a_flush);
+        assert_eq!(pending.active.len(), ACTIVE_MAX);
+    }
+
+    #[test]
     fn a_failed_flush_is_added_back_to_what_came_since() {
         let mut pending = Pending::default();
         pending
@@ -442,7 +499,7 @@ mod tests {
         pending
             .logins
             .insert((0, "wx".into(), "returning".into()), 1);
-        pending.restore(failed);
+        pending.restore(&failed);
         assert_eq!(pending.logins[&(0, "wx".into(), "returning".into())], 3);
     }
 }

@@ -21,8 +21,9 @@ pub struct StatsBatch {
     pub logins: Vec<(i64, String, String, i64)>,
     /// (hour start, app_id, endpoint, errcode, calls, total ms)
     pub wechat: Vec<(i64, String, String, String, i64, i64)>,
-    /// (period 'h' or 'd', bucket start, app_id or '*', user_id)
-    pub active: Vec<(String, i64, String, String)>,
+    /// (hour start, app_id, user_id): a person active in an hour, written as the hour's and
+    /// the day's rows, of the app and of all apps (`*`).
+    pub active: Vec<(i64, Box<str>, Box<str>)>,
 }
 
 impl StatsBatch {
@@ -71,11 +72,10 @@ fn values(rows: usize, columns: usize) -> String {
 impl SqlStore {
     /// Writes a flush: counts added to the stored ones, distinct persons inserted once. One
     /// transaction, run to its end whatever happens to the caller.
-    pub async fn add_stats(&self, batch: StatsBatch) -> Result<(), StoreError> {
+    pub async fn add_stats(&self, batch: std::sync::Arc<StatsBatch>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let batch = std::sync::Arc::new(batch);
         self.detached_quiet(move |store| {
             let batch = batch.clone();
             async move { store.write_stats(&batch).await }
@@ -134,28 +134,31 @@ impl SqlStore {
             }
             query.execute(&mut *tx).await.map_err(store_error)?;
         }
-        for rows in batch.active.chunks(CHUNK) {
+        // Four rows a mark (rows repeated across marks, e.g. one person's day, are ignored).
+        for marks in batch.active.chunks(CHUNK / 4) {
+            let rows = marks.len() * 4;
             let sql = if mysql {
                 format!(
                     "INSERT IGNORE INTO stats_active (period, bucket_start, app_id, user_id) \
                      VALUES {}",
-                    values(rows.len(), 4)
+                    values(rows, 4)
                 )
             } else {
                 format!(
                     "INSERT INTO stats_active (period, bucket_start, app_id, user_id) VALUES {} \
                      ON CONFLICT DO NOTHING",
-                    values(rows.len(), 4)
+                    values(rows, 4)
                 )
             };
             let sql = self.prepare(&sql);
             let mut query = sqlx::query(&sql).persistent(false);
-            for (period, start, app, user) in rows {
-                query = query
-                    .bind(period.as_str())
-                    .bind(*start)
-                    .bind(app.as_str())
-                    .bind(user.as_str());
+            for (hour, app, user) in marks {
+                let day = crate::stats::day_of(*hour);
+                for (period, start) in [("h", *hour), ("d", day)] {
+                    for app in [&**app, crate::stats::ALL_APPS] {
+                        query = query.bind(period).bind(start).bind(app).bind(&**user);
+                    }
+                }
             }
             query.execute(&mut *tx).await.map_err(store_error)?;
         }
