@@ -11,6 +11,7 @@ pub mod console;
 pub mod events;
 pub mod health;
 pub mod me;
+pub mod openapi;
 pub mod services;
 mod views;
 pub mod wellknown;
@@ -61,6 +62,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
         .merge(admin::router())
         .merge(events::router())
         .merge(console::router())
+        .merge(openapi::router(metrics_here))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Token responses must not be cached (RFC 6749 §5.1); nor must profiles and phone
