@@ -11,7 +11,9 @@ use axum::{Form, Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema, Type};
+use utoipa::{PartialSchema as _, ToSchema};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
@@ -39,13 +41,50 @@ pub struct IntrospectRequest {
 }
 
 /// RFC 7662's answer: `active` alone for anything but a live access token.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct Introspection {
     /// Whether the token is a live access token of a live session.
     pub active: bool,
     /// The rest, when active.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub token: Option<ActiveToken>,
+}
+
+/// `{"active": false}`, or `{"active": true}` with the fields of [`ActiveToken`].
+impl utoipa::PartialSchema for Introspection {
+    fn schema() -> RefOr<Schema> {
+        let active = |value: bool| {
+            ObjectBuilder::new()
+                .property(
+                    "active",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .enum_values(Some([value]))
+                        .description(Some(
+                            "Whether the token is a live access token of a live session",
+                        )),
+                )
+                .required("active")
+        };
+        OneOfBuilder::new()
+            .item(active(false))
+            .item(
+                AllOfBuilder::new()
+                    .item(active(true))
+                    .item(Ref::from_schema_name(ActiveToken::name())),
+            )
+            .description(Some(
+                "RFC 7662's answer: `active` alone for anything but a live access token",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Introspection {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ActiveToken::name().into_owned(), ActiveToken::schema()));
+        ActiveToken::schemas(schemas);
+    }
 }
 
 /// What introspection tells about a live token.
