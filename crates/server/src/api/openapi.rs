@@ -579,22 +579,29 @@ fn add_errors(doc: &mut Document) {
                 let codes: Vec<&str> = codes.into_iter().collect();
                 let schema = error_schema(&codes);
                 let key = status.to_string();
+                let mut description = format!("Error: {}", codes.join(", "));
                 let schema = match operation.responses.responses.remove(&key) {
                     // A status the route also answers without an error (readiness's 503):
                     // either body.
-                    Some(RefOr::T(existing)) => existing
-                        .content
-                        .get("application/json")
-                        .and_then(|content| content.schema.clone())
-                        .map(|other| {
-                            Schema::OneOf(
-                                OneOfBuilder::new().item(other).item(schema.clone()).build(),
-                            )
-                        })
-                        .unwrap_or(schema),
+                    Some(RefOr::T(existing)) => {
+                        description = format!(
+                            "{}; or an error: {}",
+                            existing.description,
+                            codes.join(", ")
+                        );
+                        existing
+                            .content
+                            .get("application/json")
+                            .and_then(|content| content.schema.clone())
+                            .map(|other| {
+                                Schema::OneOf(
+                                    OneOfBuilder::new().item(other).item(schema.clone()).build(),
+                                )
+                            })
+                            .unwrap_or(schema)
+                    }
                     _ => schema,
                 };
-                let description = format!("Error: {}", codes.join(", "));
                 let response = ResponseBuilder::new()
                     .description(description)
                     .content("application/json", Content::new(Some(schema)));
@@ -940,6 +947,16 @@ mod tests {
         assert_eq!(codes(&login["409"]), ["code_in_progress"]);
         assert_eq!(codes(&login["404"]), ["unknown_app"]);
         assert!(login["429"]["headers"]["Retry-After"].is_object());
+        // Readiness answers 503 with its own body, or the connection limit's error.
+        let not_ready = &doc["paths"]["/readyz"]["get"]["responses"]["503"];
+        assert_eq!(
+            not_ready["description"],
+            "A store does not answer; or an error: overloaded"
+        );
+        assert_eq!(
+            not_ready["content"]["application/json"]["schema"]["oneOf"][0]["$ref"],
+            "#/components/schemas/Readiness"
+        );
         let me = &doc["paths"]["/v1/me"]["get"];
         assert_eq!(me["security"][0][USER_TOKEN], serde_json::json!([]));
         let unauthorized = codes(&me["responses"]["401"]);
