@@ -16,7 +16,8 @@ use crate::service::login::ClientMeta;
 use crate::service::sessions::{self, Caller};
 use crate::state::AppState;
 
-/// A JSON body; malformed input answers 400/413/415 in the API's error shape.
+/// A JSON body, which must be an object (serde would also read a struct from an array of its
+/// fields' values); malformed input answers 400/413/415 in the API's error shape.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -27,10 +28,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::InvalidRequest(
+                "the JSON body must be an object".into(),
+            ));
         }
+        serde_json::from_value(value).map(Self).map_err(|err| {
+            ApiError::InvalidRequest(
+                format!("the JSON body does not fit this request: {err}").into(),
+            )
+        })
     }
 }
 

@@ -6,13 +6,15 @@
 //! outcome and errcode names, HTTP methods and statuses.
 //!
 //! The HTTP layer is on every request, so it is built not to cost: the counter and histogram
-//! handles of each (route, method, status) are made once and kept, so a request does a map
-//! lookup under a read lock and two atomic updates, with no allocation.
+//! handles of each (route, method, status) are made once and kept where the route's own
+//! service finds them again, so a request takes no lock, hashes nothing and allocates nothing
+//! beyond what the recorder does to keep a latency sample.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -284,7 +286,7 @@ fn method_label(index: usize) -> &'static str {
 /// that it runs inside the router, where the matched route is known.
 #[derive(Clone, Default)]
 pub struct HttpMetricsLayer {
-    routes: Arc<Routes>,
+    nested: Arc<[(&'static str, &'static RouteMetrics)]>,
 }
 
 impl HttpMetricsLayer {
@@ -293,20 +295,10 @@ impl HttpMetricsLayer {
     pub fn new(nested: &[&'static str]) -> Self {
         handle();
         Self {
-            routes: Arc::new(Routes {
-                nested: nested
-                    .iter()
-                    .map(|prefix| {
-                        (
-                            *prefix,
-                            Arc::new(RouteMetrics::new(route_label(&format!(
-                                "{prefix}/{{*tail}}"
-                            )))),
-                        )
-                    })
-                    .collect(),
-                ..Routes::default()
-            }),
+            nested: nested
+                .iter()
+                .map(|prefix| (*prefix, route_metrics(&format!("{prefix}/{{*tail}}"))))
+                .collect(),
         }
     }
 }
@@ -317,48 +309,69 @@ impl<S> tower::Layer<S> for HttpMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         HttpMetrics {
             inner,
-            routes: self.routes.clone(),
+            route: Arc::new(ServedRoute {
+                nested: self.nested.clone(),
+                seen: OnceLock::new(),
+            }),
         }
     }
 }
 
-/// The handles of every route seen so far, by the template axum matched.
-#[derive(Default)]
-struct Routes {
-    known: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
-    unmatched: OnceLock<Arc<RouteMetrics>>,
-    /// Nested services by prefix.
-    nested: Vec<(&'static str, Arc<RouteMetrics>)>,
+/// What one layered service (one route's handler, or the fallback) knows of its route.
+struct ServedRoute {
+    nested: Arc<[(&'static str, &'static RouteMetrics)]>,
+    /// The template of its first matched request (its address and length, as axum keeps one
+    /// string per route) and that template's handles.
+    seen: OnceLock<(usize, usize, &'static RouteMetrics)>,
 }
 
-impl Routes {
-    fn get(&self, template: Option<&str>, path: &str) -> Arc<RouteMetrics> {
+impl ServedRoute {
+    /// The handles for a request: after the first, without a lock or a hash for a route's
+    /// own service; by the process-wide table otherwise.
+    fn metrics(&self, template: Option<&str>, path: &str) -> &'static RouteMetrics {
         let Some(template) = template else {
-            if let Some((_, nested)) = self.nested.iter().find(|(prefix, _)| {
-                path.strip_prefix(prefix)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            }) {
-                return nested.clone();
-            }
             return self
-                .unmatched
-                .get_or_init(|| Arc::new(RouteMetrics::new(Arc::from(UNMATCHED))))
-                .clone();
+                .nested
+                .iter()
+                .find(|(prefix, _)| {
+                    path.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+                .map_or_else(|| &*UNMATCHED_ROUTE, |(_, metrics)| *metrics);
         };
-        if let Some(found) = self
-            .known
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(template)
+        let at = (template.as_ptr() as usize, template.len());
+        if let Some(&(ptr, len, metrics)) = self.seen.get()
+            && (ptr, len) == at
         {
-            return found.clone();
+            return metrics;
         }
-        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
-        known
-            .entry(template.into())
-            .or_insert_with(|| Arc::new(RouteMetrics::new(route_label(template))))
-            .clone()
+        let metrics = route_metrics(template);
+        // A service that serves several templates keeps the first; the others use the table.
+        let _ = self.seen.set((at.0, at.1, metrics));
+        metrics
     }
+}
+
+/// The handles of every route template the process has served: a fixed, small set, kept for
+/// the life of the process (the recorder is the process's too).
+static ROUTES: LazyLock<RwLock<HashMap<Box<str>, &'static RouteMetrics>>> =
+    LazyLock::new(RwLock::default);
+
+static UNMATCHED_ROUTE: LazyLock<RouteMetrics> =
+    LazyLock::new(|| RouteMetrics::new(Arc::from(UNMATCHED)));
+
+fn route_metrics(template: &str) -> &'static RouteMetrics {
+    if let Some(found) = ROUTES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(template)
+    {
+        return found;
+    }
+    let mut routes = ROUTES.write().unwrap_or_else(PoisonError::into_inner);
+    routes
+        .entry(template.into())
+        .or_insert_with(|| Box::leak(Box::new(RouteMetrics::new(route_label(template)))))
 }
 
 /// The label of a matched template: a nested service's catch-all tail (`/media/...`) is
@@ -370,11 +383,24 @@ fn route_label(template: &str) -> Arc<str> {
     }
 }
 
+/// How many (method, status) pairs of a route get a counter found without a lock; a route
+/// answers with only a few.
+const STATUS_SLOTS: usize = 12;
+
 /// One route's handles: a latency histogram per method, a counter per (method, status).
 struct RouteMetrics {
     route: Arc<str>,
     latency: [OnceLock<Histogram>; METHODS.len() + 1],
-    counts: RwLock<Vec<(usize, u16, Counter)>>,
+    counts: [StatusSlot; STATUS_SLOTS],
+    /// The pairs beyond the slots.
+    more: Mutex<Vec<(u16, Counter)>>,
+}
+
+/// A (method, status) pair's counter: `key` is 0 while the slot is free, and set once.
+#[derive(Default)]
+struct StatusSlot {
+    key: AtomicU16,
+    counter: OnceLock<Counter>,
 }
 
 impl RouteMetrics {
@@ -382,7 +408,8 @@ impl RouteMetrics {
         Self {
             route,
             latency: Default::default(),
-            counts: RwLock::default(),
+            counts: Default::default(),
+            more: Mutex::default(),
         }
     }
 
@@ -403,39 +430,58 @@ impl RouteMetrics {
                 })
             })
             .record(elapsed.as_secs_f64());
-        let counted = self
-            .counts
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(m, s, _)| *m == method && *s == status)
-            .map(|(_, _, counter)| counter.increment(1))
-            .is_some();
-        if !counted {
-            let mut counts = self.counts.write().unwrap_or_else(PoisonError::into_inner);
-            let counter = match counts.iter().find(|(m, s, _)| *m == method && *s == status) {
-                Some((_, _, counter)) => counter.clone(),
-                None => {
-                    let counter = metrics::with_recorder(|recorder| {
-                        recorder.register_counter(
-                            &metrics::Key::from_parts(
-                                HTTP_REQUESTS,
-                                vec![
-                                    Label::new("route", self.route.clone()),
-                                    Label::new("method", method_label(method)),
-                                    Label::new("status", status.to_string()),
-                                ],
-                            ),
-                            &METADATA,
-                        )
-                    });
-                    counts.push((method, status, counter.clone()));
-                    counter
-                }
-            };
-            counter.increment(1);
-        }
+        self.counter(method, status).increment(1);
     }
+
+    /// The counter of a pair: a scan of a few atomics, claiming a free slot for a new pair.
+    fn counter(&self, method: usize, status: u16) -> Counter {
+        let key = status_key(method, status);
+        let register = || self.register_counter(method, status);
+        for slot in &self.counts {
+            let mut seen = slot.key.load(Ordering::Acquire);
+            if seen == 0 {
+                seen = match slot
+                    .key
+                    .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => key,
+                    Err(other) => other,
+                };
+            }
+            if seen == key {
+                return slot.counter.get_or_init(register).clone();
+            }
+        }
+        let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = more.iter().find(|(k, _)| *k == key) {
+            return counter.clone();
+        }
+        let counter = register();
+        more.push((key, counter.clone()));
+        counter
+    }
+
+    fn register_counter(&self, method: usize, status: u16) -> Counter {
+        metrics::with_recorder(|recorder| {
+            recorder.register_counter(
+                &metrics::Key::from_parts(
+                    HTTP_REQUESTS,
+                    vec![
+                        Label::new("route", self.route.clone()),
+                        Label::new("method", method_label(method)),
+                        Label::new("status", status.to_string()),
+                    ],
+                ),
+                &METADATA,
+            )
+        })
+    }
+}
+
+/// A (method, status) pair as one non-zero number.
+fn status_key(method: usize, status: u16) -> u16 {
+    // At most METHODS.len() + 1 methods, statuses below 1000 (the http crate's range).
+    (method as u16 + 1) * 1000 + status % 1000
 }
 
 static METADATA: metrics::Metadata<'static> =
@@ -445,7 +491,7 @@ static METADATA: metrics::Metadata<'static> =
 #[derive(Clone)]
 pub struct HttpMetrics<S> {
     inner: S,
-    routes: Arc<Routes>,
+    route: Arc<ServedRoute>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for HttpMetrics<S>
@@ -461,7 +507,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let route = self.routes.get(
+        let route = self.route.metrics(
             request
                 .extensions()
                 .get::<MatchedPath>()
@@ -483,7 +529,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        route: Arc<RouteMetrics>,
+        route: &'static RouteMetrics,
         method: usize,
         started: Instant,
     }
@@ -520,6 +566,56 @@ mod tests {
             "/media/*"
         );
         assert_eq!(&*route_label("/v1/me"), "/v1/me");
+    }
+
+    #[test]
+    fn every_method_and_status_of_a_route_is_counted_apart_beyond_the_slots() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let rendered = recorder.handle();
+        let route = RouteMetrics::new(Arc::from("/v1/test"));
+        metrics::with_local_recorder(&recorder, || {
+            // More pairs than lock-free slots, each recorded a different number of times.
+            for (n, status) in (200..220).enumerate() {
+                for _ in 0..=n {
+                    route.record(0, status, Duration::from_millis(1));
+                }
+            }
+            route.record(1, 200, Duration::from_millis(1));
+        });
+        let text = rendered.render();
+        for (n, status) in (200..220).enumerate() {
+            let line = format!(
+                "{HTTP_REQUESTS}{{route=\"/v1/test\",method=\"GET\",status=\"{status}\"}} {}",
+                n + 1
+            );
+            assert!(text.contains(&line), "{line} missing in:\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "{HTTP_REQUESTS}{{route=\"/v1/test\",method=\"POST\",status=\"200\"}} 1"
+        )));
+    }
+
+    #[test]
+    fn a_routes_own_service_finds_its_handles_again_and_others_use_the_table() {
+        let served = ServedRoute {
+            nested: Arc::from([("/files", route_metrics("/files/{*tail}"))]),
+            seen: OnceLock::new(),
+        };
+        let one = String::from("/v1/one/{id}");
+        let first = served.metrics(Some(&one), "/v1/one/1");
+        assert!(std::ptr::eq(first, served.metrics(Some(&one), "/v1/one/2")));
+        // The same text elsewhere is the same route; another template is another.
+        let copy = one.clone();
+        assert!(std::ptr::eq(
+            first,
+            served.metrics(Some(&copy), "/v1/one/3")
+        ));
+        let other = served.metrics(Some("/v1/two"), "/v1/two");
+        assert!(!std::ptr::eq(first, other));
+        assert_eq!(&*other.route, "/v1/two");
+        // No template: a nested prefix, or unmatched.
+        assert_eq!(&*served.metrics(None, "/files/a.png").route, "/files/*");
+        assert_eq!(&*served.metrics(None, "/filesystem").route, UNMATCHED);
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl crate::instruments::WechatSink for Stats {
 }
 
 /// Hours or days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BucketSize {
     /// One hour, UTC.
@@ -279,7 +279,7 @@ impl BucketSize {
 }
 
 /// The figures of one bucket (of one app, or of all of them).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     /// Successful logins.
     pub logins: i64,
@@ -300,7 +300,7 @@ pub struct Figures {
 }
 
 /// One WeChat endpoint in one bucket.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct EndpointFigures {
     /// Calls.
     pub calls: i64,
@@ -313,7 +313,7 @@ pub struct EndpointFigures {
 }
 
 /// One app's figures in one bucket.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AppBucket {
     /// The bucket's start (Unix seconds).
     pub start: i64,
@@ -325,7 +325,7 @@ pub struct AppBucket {
 }
 
 /// All apps' figures in one bucket.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TotalBucket {
     /// The bucket's start (Unix seconds).
     pub start: i64,
@@ -335,7 +335,7 @@ pub struct TotalBucket {
 }
 
 /// The answer of `GET /v1/admin/stats`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// `hour` or `day`.
     pub bucket: BucketSize,

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::views::{AuditView, PersonView, UserRecordView};
 use crate::error::ApiError;
@@ -42,7 +43,8 @@ fn requester(admin: Admin, meta: ClientMeta) -> Requester {
 }
 
 /// `GET /v1/admin/users`: at most one of the filters, then paging.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsersQuery {
     /// A person id.
@@ -129,7 +131,7 @@ fn cursor(cursor: Option<&String>) -> Result<Option<&str>, ApiError> {
 }
 
 /// A page of persons.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsersPage {
     /// The persons, by id (oldest first).
     pub users: Vec<UserRecordView>,
@@ -137,7 +139,22 @@ pub struct UsersPage {
     pub next_cursor: Option<String>,
 }
 
-async fn find_users(
+/// Finds persons by one of id, openid, unionid, phone or a part of the nickname (or lists
+/// them all), a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(UsersQuery),
+    responses((status = 200, description = "A page of persons", body = UsersPage, links(
+        ("user" = (operation_id = "user", parameters(("id" = "$response.body#/users/0/id")))),
+        ("delete_user" = (operation_id = "delete_user", parameters(("id" = "$response.body#/users/0/id")))),
+        ("revoke_user_sessions" = (operation_id = "revoke_user_sessions", parameters(("id" = "$response.body#/users/0/id")))),
+        ("next_page" = (operation_id = "find_users", parameters(("cursor" = "$response.body#/next_cursor")))),
+    ))),
+)]
+pub(crate) async fn find_users(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,
@@ -154,7 +171,18 @@ async fn find_users(
     }))
 }
 
-async fn user(
+/// One person whole: phone unmasked, identities, sessions, merges.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The person's id")),
+    responses((status = 200, description = "The person", body = PersonView, links(
+        ("revoke_session" = (operation_id = "revoke_session", parameters(("id" = "$response.body#/sessions/0/id")))),
+    ))),
+)]
+pub(crate) async fn user(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,
@@ -165,7 +193,16 @@ async fn user(
     Ok(Json(PersonView::new(&record, state.now())))
 }
 
-async fn delete_user(
+/// Erases a person whole: profile, identities, sessions, uploaded files.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The person's id")),
+    responses((status = 204, description = "The person is erased")),
+)]
+pub(crate) async fn delete_user(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,
@@ -177,13 +214,22 @@ async fn delete_user(
 }
 
 /// How many sessions a revocation ended.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Revoked {
     /// Sessions that were live and are now revoked.
     pub revoked: u64,
 }
 
-async fn revoke_user_sessions(
+/// Revokes every live session of a person.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/revoke-sessions",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The person's id")),
+    responses((status = 200, description = "How many sessions were revoked", body = Revoked)),
+)]
+pub(crate) async fn revoke_user_sessions(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,
@@ -194,7 +240,16 @@ async fn revoke_user_sessions(
     Ok(Json(Revoked { revoked }))
 }
 
-async fn revoke_session(
+/// Revokes one session.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/sessions/{id}/revoke",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 200, description = "1 when the session was live, else 0", body = Revoked)),
+)]
+pub(crate) async fn revoke_session(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,
@@ -208,7 +263,8 @@ async fn revoke_session(
 }
 
 /// `GET /v1/admin/audit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries per page (1 to 100, default 20).
@@ -218,7 +274,7 @@ pub struct AuditQuery {
 }
 
 /// A page of the audit log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
     /// The entries, newest first.
     pub entries: Vec<AuditView>,
@@ -226,7 +282,18 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-async fn audit(
+/// The audit log, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "A page of the audit log", body = AuditPage, links(
+        ("next_page" = (operation_id = "audit", parameters(("cursor" = "$response.body#/next_cursor")))),
+    ))),
+)]
+pub(crate) async fn audit(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,
@@ -243,7 +310,8 @@ async fn audit(
 }
 
 /// `GET /v1/admin/stats`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// Start: Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC); default 7 days
@@ -284,7 +352,16 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     i64::try_from(secs).map_err(|_| bad())
 }
 
-async fn stats(
+/// Login and WeChat statistics per hour or day, per app and in total.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/stats",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(StatsQuery),
+    responses((status = 200, description = "The figures", body = Report)),
+)]
+pub(crate) async fn stats(
     State(state): State<AppState>,
     admin: Admin,
     meta: ClientMeta,

@@ -6,6 +6,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::views::UserView;
 use crate::config::LimitedAction;
@@ -25,7 +26,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /v1/auth/login` body. No `Debug`: the code is a credential for five minutes.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// The code from `wx.login`.
     pub code: String,
@@ -35,7 +36,7 @@ pub struct LoginRequest {
 }
 
 /// `POST /v1/auth/login` answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     /// The tokens.
     #[serde(flatten)]
@@ -48,7 +49,18 @@ pub struct LoginResponse {
     pub is_new_identity: bool,
 }
 
-async fn login(
+/// Logs a mini-program user in with a `wx.login` code.
+///
+/// The code is exchanged with WeChat (`code2session`); the answer is a new session's tokens
+/// and the user, made on first login.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses((status = 200, description = "Logged in", body = LoginResponse)),
+)]
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
     meta: ClientMeta,
@@ -85,13 +97,21 @@ async fn login(
 }
 
 /// `POST /v1/auth/refresh` body. No `Debug`: it holds a token.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
     pub refresh_token: String,
 }
 
-async fn refresh(
+/// Trades a refresh token for a new token pair (the old refresh token is then spent).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses((status = 200, description = "A new token pair", body = TokenPair)),
+)]
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
     ApiJson(request): ApiJson<RefreshRequest>,
@@ -102,14 +122,22 @@ async fn refresh(
 }
 
 /// `POST /v1/auth/check` answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CheckResponse {
     /// Whether WeChat still accepts this session's session_key. When false, call `wx.login`
     /// and send the new code with the next encrypted data.
     pub session_key_valid: bool,
 }
 
-async fn check(
+/// Asks WeChat whether the session's session_key is still valid.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/check",
+    tag = "auth",
+    security(("user_token" = [])),
+    responses((status = 200, description = "The session_key's state", body = CheckResponse)),
+)]
+pub(crate) async fn check(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
@@ -123,7 +151,7 @@ async fn check(
 }
 
 /// `POST /v1/auth/logout` body, optional. No `Debug`: it holds a token.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LogoutRequest {
     /// The session's refresh token: logs out without a live access token.
     #[serde(default)]
@@ -134,7 +162,20 @@ pub struct LogoutRequest {
 const LOGOUT_BODY_LIMIT: usize = 16 * 1024;
 
 /// Logs out by `{"refresh_token"}` or by the bearer access token, live or expired.
-async fn logout(State(state): State<AppState>, request: Request) -> Result<StatusCode, ApiError> {
+///
+/// Send the bearer access token, or the session's refresh token in the body (or both).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    security(("user_token" = []), ()),
+    request_body(content = Option<LogoutRequest>, content_type = "application/json"),
+    responses((status = 204, description = "The session is revoked")),
+)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<StatusCode, ApiError> {
     let (parts, body) = request.into_parts();
     let access = match parts.headers.contains_key(AUTHORIZATION) {
         true => Some(bearer_token(&parts)?.to_owned()),

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::services::authenticate_service;
 use crate::error::ApiError;
@@ -32,7 +33,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /v1/events` parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// The cursor: the id of the last event already seen (`next_after` of the previous call).
@@ -51,7 +53,7 @@ pub struct FeedQuery {
 }
 
 /// What the feed answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FeedPage {
     /// The events, oldest first: `{id, type, occurred_at, data}`.
     pub events: Vec<Value>,
@@ -126,7 +128,19 @@ fn parse(query: FeedQuery, wait_cap: Duration) -> Result<Parsed, ApiError> {
     })
 }
 
-async fn feed(
+/// The event feed: events in order after a cursor, for services that cannot take webhooks.
+/// With `wait`, an empty answer waits for the next event.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "services",
+    security(("service_credentials" = [])),
+    params(FeedQuery),
+    responses((status = 200, description = "The next events", body = FeedPage, links(
+        ("next_page" = (operation_id = "feed", parameters(("after" = "$response.body#/next_after")))),
+    ))),
+)]
+pub(crate) async fn feed(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<ApiQuery<FeedQuery>, ApiError>,

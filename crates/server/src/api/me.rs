@@ -30,10 +30,13 @@ pub fn router(avatar_max_bytes: usize) -> Router<AppState> {
         // Mini programs' wx.request cannot send PATCH: POST does the same.
         .route(
             "/v1/me",
-            get(me).patch(update).post(update).delete(delete_account),
+            get(me)
+                .patch(update)
+                .post(update_by_post)
+                .delete(delete_account),
         )
         // wx.request has no DELETE on every base library.
-        .route("/v1/me/delete", post(delete_account))
+        .route("/v1/me/delete", post(delete_account_by_post))
         .route("/v1/me/export", get(export))
         .route("/v1/me/userinfo", post(userinfo))
         .route("/v1/me/phone", post(phone))
@@ -45,7 +48,8 @@ pub fn router(avatar_max_bytes: usize) -> Router<AppState> {
 }
 
 /// `?include=phone` shows the phone number unmasked.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MeQuery {
     /// Comma-separated extras to include; `phone` is the only one.
     #[serde(default)]
@@ -71,7 +75,16 @@ fn view(caller: &Caller, profiled: &Profiled, query: &MeQuery) -> Json<MeView> {
     ))
 }
 
-async fn me(
+/// The caller's full profile, with every identity of the person.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "me",
+    security(("user_token" = [])),
+    params(MeQuery),
+    responses((status = 200, description = "The profile", body = MeView)),
+)]
+pub(crate) async fn me(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<MeQuery>,
@@ -80,7 +93,17 @@ async fn me(
     Ok(view(&caller, &profiled, &query))
 }
 
-async fn update(
+/// Sets the fields a user chooses: nickname, avatar URL, gender, the app's own `extra`.
+#[utoipa::path(
+    patch,
+    path = "/v1/me",
+    tag = "me",
+    security(("user_token" = [])),
+    params(MeQuery),
+    request_body = ProfilePatch,
+    responses((status = 200, description = "The updated profile", body = MeView)),
+)]
+pub(crate) async fn update(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<MeQuery>,
@@ -90,9 +113,35 @@ async fn update(
     Ok(view(&caller, &profiled, &query))
 }
 
+/// `PATCH /v1/me` as POST, for `wx.request`, which cannot send PATCH.
+#[utoipa::path(
+    post,
+    path = "/v1/me",
+    tag = "me",
+    security(("user_token" = [])),
+    params(MeQuery),
+    request_body = ProfilePatch,
+    responses((status = 200, description = "The updated profile", body = MeView)),
+)]
+pub(crate) async fn update_by_post(
+    state: State<AppState>,
+    caller: Authenticated,
+    query: ApiQuery<MeQuery>,
+    patch: ApiJson<ProfilePatch>,
+) -> Result<Json<MeView>, ApiError> {
+    update(state, caller, query, patch).await
+}
+
 /// Erases the caller's person whole (注销): afterwards nothing of it is readable, its tokens
 /// are dead, and a later login of the same WeChat user makes a new person.
-async fn delete_account(
+#[utoipa::path(
+    delete,
+    path = "/v1/me",
+    tag = "me",
+    security(("user_token" = [])),
+    responses((status = 204, description = "The person is erased")),
+)]
+pub(crate) async fn delete_account(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     meta: ClientMeta,
@@ -105,8 +154,31 @@ async fn delete_account(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /v1/me` as POST, for base libraries whose `wx.request` has no DELETE.
+#[utoipa::path(
+    post,
+    path = "/v1/me/delete",
+    tag = "me",
+    security(("user_token" = [])),
+    responses((status = 204, description = "The person is erased")),
+)]
+pub(crate) async fn delete_account_by_post(
+    state: State<AppState>,
+    caller: Authenticated,
+    meta: ClientMeta,
+) -> Result<StatusCode, ApiError> {
+    delete_account(state, caller, meta).await
+}
+
 /// Everything stored about the caller's person, as JSON (PIPL's right of access).
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/v1/me/export",
+    tag = "me",
+    security(("user_token" = [])),
+    responses((status = 200, description = "The person's whole record", body = PersonView)),
+)]
+pub(crate) async fn export(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<PersonView>, ApiError> {
@@ -118,7 +190,20 @@ async fn export(
     Ok(Json(PersonView::new(&record, state.now())))
 }
 
-async fn userinfo(
+/// Decrypts `wx.getUserInfo` data and stores the profile in it.
+///
+/// With `code` (a fresh `wx.login` code), the code is exchanged first so the data decrypts
+/// with the newest session_key.
+#[utoipa::path(
+    post,
+    path = "/v1/me/userinfo",
+    tag = "me",
+    security(("user_token" = [])),
+    params(MeQuery),
+    request_body = UserInfoRequest,
+    responses((status = 200, description = "The updated profile", body = MeView)),
+)]
+pub(crate) async fn userinfo(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
@@ -130,7 +215,18 @@ async fn userinfo(
     Ok(view(&caller, &profiled, &query))
 }
 
-async fn phone(
+/// Binds the phone number from the getPhoneNumber button: its `code`, or (legacy)
+/// `encrypted_data` and `iv`.
+#[utoipa::path(
+    post,
+    path = "/v1/me/phone",
+    tag = "me",
+    security(("user_token" = [])),
+    params(MeQuery),
+    request_body = PhoneRequest,
+    responses((status = 200, description = "The updated profile", body = MeView)),
+)]
+pub(crate) async fn phone(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
@@ -142,7 +238,26 @@ async fn phone(
     Ok(view(&caller, &profiled, &query))
 }
 
-async fn avatar(
+/// Uploads the avatar (PNG, JPEG or WebP), as `wx.uploadFile` sends it (multipart, field
+/// `file`) or as the bare image. It is decoded, re-encoded and served under `/media/`.
+#[utoipa::path(
+    post,
+    path = "/v1/me/avatar",
+    tag = "me",
+    security(("user_token" = [])),
+    params(MeQuery),
+    request_body(
+        description = "The image: a multipart form with the field `file`, or the image itself",
+        content(
+            (AvatarUpload = "multipart/form-data"),
+            ("image/png"),
+            ("image/jpeg"),
+            ("image/webp"),
+        ),
+    ),
+    responses((status = 200, description = "The updated profile", body = MeView)),
+)]
+pub(crate) async fn avatar(
     State(state): State<AppState>,
     ClientAddr(ip): ClientAddr,
     Authenticated(caller): Authenticated,
@@ -177,6 +292,15 @@ async fn avatar(
     };
     let profiled = people::avatar(&state, &caller, bytes).await?;
     Ok(view(&caller, &profiled, &query))
+}
+
+/// The multipart form of an avatar upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct AvatarUpload {
+    /// The image file.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
 }
 
 /// Takes a token from the caller's address's and app's buckets for `action`.

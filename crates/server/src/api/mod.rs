@@ -11,23 +11,25 @@ pub mod console;
 pub mod events;
 pub mod health;
 pub mod me;
+pub mod openapi;
 pub mod services;
 mod views;
 pub mod wellknown;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
     ALLOW, CACHE_CONTROL, CONTENT_RANGE, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
     X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceExt as _;
@@ -61,6 +63,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
         .merge(admin::router())
         .merge(events::router())
         .merge(console::router())
+        .merge(openapi::router(metrics_here))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Token responses must not be cached (RFC 6749 §5.1); nor must profiles and phone
@@ -68,10 +71,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
         .layer(no_store());
     api.nest_service("/media", media(state.media.dir.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            within_time,
-        ))
+        .layer(TimeLimitLayer(request_timeout))
         .layer(CatchPanicLayer::custom(|_| panic_response()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -80,7 +80,7 @@ pub fn router(state: AppState, request_timeout: Option<Duration>, metrics_here: 
             }),
         )
         .layer(nosniff())
-        .layer(axum::middleware::from_fn(console::headers))
+        .layer(console::HeadersLayer)
         // `Router::layer` wraps each route (and the fallback) on its own, after routing, so the
         // matched template is known; added last, it wraps the layers above: the timeout's 408
         // and a panic's 500 are counted too.
@@ -117,22 +117,78 @@ fn nosniff() -> SetResponseHeaderLayer<HeaderValue> {
 
 /// The handler runs (and reads the body) within the limit, or the request is dropped and
 /// answered 408. Dropping it is what a client disconnect does too: nothing is left half-done.
-async fn within_time(
-    State(limit): State<Option<Duration>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(limit) = limit else {
-        return next.run(request).await;
-    };
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::info!(
-                limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                "request timed out"
-            );
-            ApiError::RequestTimeout.into_response()
+/// A plain service (no boxing): it is on every request.
+#[derive(Clone, Copy)]
+struct TimeLimitLayer(Option<Duration>);
+
+impl<S> tower::Layer<S> for TimeLimitLayer {
+    type Service = TimeLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TimeLimit {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct TimeLimit<S> {
+    inner: S,
+    limit: Option<Duration>,
+}
+
+impl<S, B> tower::Service<Request<B>> for TimeLimit<S>
+where
+    S: tower::Service<Request<B>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TimeLimitFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let inner = self.inner.call(request);
+        match self.limit {
+            None => TimeLimitFuture::Unlimited { inner },
+            Some(limit) => TimeLimitFuture::Limited {
+                inner: tokio::time::timeout(limit, inner),
+                limit,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = TimeLimitProj]
+    enum TimeLimitFuture<F> {
+        Unlimited { #[pin] inner: F },
+        Limited { #[pin] inner: tokio::time::Timeout<F>, limit: Duration },
+    }
+}
+
+impl<F> Future for TimeLimitFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TimeLimitProj::Unlimited { inner } => inner.poll(cx),
+            TimeLimitProj::Limited { inner, limit } => match std::task::ready!(inner.poll(cx)) {
+                Ok(response) => Poll::Ready(response),
+                Err(_) => {
+                    tracing::info!(
+                        limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                        "request timed out"
+                    );
+                    Poll::Ready(Ok(ApiError::RequestTimeout.into_response()))
+                }
+            },
         }
     }
 }

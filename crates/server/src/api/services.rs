@@ -11,6 +11,9 @@ use axum::{Form, Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema, Type};
+use utoipa::{PartialSchema as _, ToSchema};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
@@ -23,12 +26,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/introspect", post(introspect))
         .route("/v1/verify", any(verify))
         // Envoy's ext_authz (HTTP mode) appends the original path to its path prefix.
-        .route("/v1/verify/{*original}", any(verify))
+        .route("/v1/verify/{*original}", any(verify_original))
 }
 
 /// An introspection request (form-encoded as RFC 7662 says, or JSON). No `Debug`: it holds a
 /// token.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct IntrospectRequest {
     /// The token to look at.
     pub token: String,
@@ -47,8 +50,45 @@ pub struct Introspection {
     pub token: Option<ActiveToken>,
 }
 
+/// `{"active": false}`, or `{"active": true}` with the fields of [`ActiveToken`].
+impl utoipa::PartialSchema for Introspection {
+    fn schema() -> RefOr<Schema> {
+        let active = |value: bool| {
+            ObjectBuilder::new()
+                .property(
+                    "active",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .enum_values(Some([value]))
+                        .description(Some(
+                            "Whether the token is a live access token of a live session",
+                        )),
+                )
+                .required("active")
+        };
+        OneOfBuilder::new()
+            .item(active(false))
+            .item(
+                AllOfBuilder::new()
+                    .item(active(true))
+                    .item(Ref::from_schema_name(ActiveToken::name())),
+            )
+            .description(Some(
+                "RFC 7662's answer: `active` alone for anything but a live access token",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Introspection {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ActiveToken::name().into_owned(), ActiveToken::schema()));
+        ActiveToken::schemas(schemas);
+    }
+}
+
 /// What introspection tells about a live token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ActiveToken {
     /// The person's id.
     pub sub: String,
@@ -64,6 +104,7 @@ pub struct ActiveToken {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unionid: Option<String>,
     /// Always "Bearer".
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
     /// Issued at (Unix seconds).
     pub iat: i64,
@@ -94,7 +135,23 @@ impl ActiveToken {
     }
 }
 
-async fn introspect(State(state): State<AppState>, request: Request) -> Response {
+/// RFC 7662 token introspection, for the team's services: whether a token is a live access
+/// token, and whose.
+///
+/// The caller authenticates with its `[[services]]` credentials (HTTP Basic). Anything but a
+/// live access token of a live session answers `{"active": false}`.
+#[utoipa::path(
+    post,
+    path = "/v1/introspect",
+    tag = "services",
+    security(("service_credentials" = [])),
+    request_body(content(
+        (IntrospectRequest = "application/x-www-form-urlencoded"),
+        (IntrospectRequest = "application/json"),
+    )),
+    responses((status = 200, description = "What the token is", body = Introspection)),
+)]
+pub(crate) async fn introspect(State(state): State<AppState>, request: Request) -> Response {
     if let Err(err) = authenticate_service(&state, request.headers()) {
         return err.into_response();
     }
@@ -180,7 +237,20 @@ const UNIONID: HeaderName = HeaderName::from_static("x-wxauth-unionid");
 /// Forward auth: 204 with the caller's identity in `X-Wxauth-*` headers, or 401 with
 /// `WWW-Authenticate: Bearer error="invalid_token"` (which the mini-program client answers by
 /// refreshing).
-async fn verify(caller: Result<Authenticated, ApiError>) -> Response {
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options, trace),
+    path = "/v1/verify",
+    tag = "services",
+    security(("user_token" = [])),
+    responses((status = 204, description = "The token is good: who it belongs to", headers(
+        ("X-Wxauth-User-Id" = String, description = "The person's id"),
+        ("X-Wxauth-App-Id" = String, description = "The mini program"),
+        ("X-Wxauth-Openid" = String, description = "The openid in that mini program"),
+        ("X-Wxauth-Session-Id" = String, description = "The session"),
+        ("X-Wxauth-Unionid" = String, description = "The unionid, when known"),
+    ))),
+)]
+pub(crate) async fn verify(caller: Result<Authenticated, ApiError>) -> Response {
     let caller = match caller {
         Ok(Authenticated(caller)) => caller,
         Err(err) => {
@@ -211,4 +281,24 @@ async fn verify(caller: Result<Authenticated, ApiError>) -> Response {
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     (StatusCode::NO_CONTENT, headers).into_response()
+}
+
+/// Forward auth as Envoy's ext_authz (HTTP mode) asks it: the original request's path after
+/// `/v1/verify/`. The same answer as `/v1/verify`.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options, trace),
+    path = "/v1/verify/{original}",
+    tag = "services",
+    security(("user_token" = [])),
+    params(("original" = String, Path, description = "The original request's path")),
+    responses((status = 204, description = "The token is good: who it belongs to", headers(
+        ("X-Wxauth-User-Id" = String, description = "The person's id"),
+        ("X-Wxauth-App-Id" = String, description = "The mini program"),
+        ("X-Wxauth-Openid" = String, description = "The openid in that mini program"),
+        ("X-Wxauth-Session-Id" = String, description = "The session"),
+        ("X-Wxauth-Unionid" = String, description = "The unionid, when known"),
+    ))),
+)]
+pub(crate) async fn verify_original(caller: Result<Authenticated, ApiError>) -> Response {
+    verify(caller).await
 }

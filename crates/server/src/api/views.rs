@@ -1,6 +1,7 @@
 //! The JSON shapes of users and token pairs, shared by several routes.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use wxauth_wechat::{AppId, OpenId};
@@ -10,7 +11,7 @@ use crate::service::account::PersonRecord;
 use crate::store::SessionRecord;
 
 /// A user as login shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     /// Person id.
     pub id: String,
@@ -47,7 +48,7 @@ impl UserView {
 }
 
 /// One identity of the person.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IdentityView {
     /// The mini program.
     pub app_id: String,
@@ -69,7 +70,7 @@ impl IdentityView {
 }
 
 /// A phone number, masked unless asked for.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PhoneView {
     /// e.g. "86".
     pub country_code: String,
@@ -78,7 +79,7 @@ pub struct PhoneView {
 }
 
 /// The full profile, as `GET /v1/me` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     /// The login fields.
     #[serde(flatten)]
@@ -143,7 +144,7 @@ impl MeView {
 }
 
 /// A person whole, as the admin API and the data export show it: the phone unmasked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserRecordView {
     /// Person id.
     pub id: String,
@@ -201,7 +202,7 @@ impl UserRecordView {
 }
 
 /// A session, as the admin API and the data export show it (never its session_key).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     /// Session id.
     pub id: String,
@@ -251,7 +252,7 @@ impl SessionView {
 }
 
 /// A merge of another person into this one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MergeView {
     /// The person that went.
     pub merged_id: String,
@@ -264,7 +265,7 @@ pub struct MergeView {
 }
 
 /// Everything stored about a person: the admin view and the data export.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PersonView {
     /// The person, phone unmasked.
     pub user: UserRecordView,
@@ -302,7 +303,7 @@ impl PersonView {
 }
 
 /// One line of the audit log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
     /// Entry id (time-ordered).
     pub id: String,

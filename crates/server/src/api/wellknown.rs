@@ -27,7 +27,15 @@ pub fn router() -> Router<AppState> {
 
 /// The published public keys, from memory; a reread of the database is started now and then,
 /// so a key another instance made shows within seconds.
-async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "tokens",
+    responses((status = 200, description = "The JSON Web Key Set (RFC 7517)", body = Object,
+        headers(("Cache-Control" = String)),
+        example = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "...", "x": "..."}]}))),
+)]
+pub(crate) async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     state.keys.refresh_soon();
     (
         [(header::CACHE_CONTROL, CACHE_CONTROL)],
@@ -36,7 +44,14 @@ async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// RFC 8414 metadata: the issuer, where its keys are, and how to introspect a token.
-async fn metadata(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "tokens",
+    responses((status = 200, description = "Authorization-server metadata (RFC 8414)", body = Object,
+        headers(("Cache-Control" = String)))),
+)]
+pub(crate) async fn metadata(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, CACHE_CONTROL)],
         Json(metadata_document(&state)),

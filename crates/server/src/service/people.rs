@@ -89,7 +89,7 @@ async fn apply(
 }
 
 /// `PATCH /v1/me` body: the fields a user sets (the avatar/nickname fill-in components).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
     /// 1 to 64 characters, no control characters.
@@ -166,7 +166,7 @@ pub async fn update(
 
 /// `POST /v1/me/userinfo` body: what `wx.getUserInfo` gives, in snake_case or as WeChat names
 /// it, plus an optional fresh `wx.login` code. No `Debug`: the code is a credential.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct UserInfoRequest {
     /// encryptedData.
     #[serde(alias = "encryptedData")]
@@ -276,7 +276,7 @@ fn profile_update(info: UserInfo, current: &User) -> ProfileUpdate {
 
 /// `POST /v1/me/phone` body: the getPhoneNumber button's `code` (current API), or its
 /// `encryptedData` and `iv` (legacy). No `Debug`: the code is a credential.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneRequest {
     /// The button's code (5 minutes, single use).

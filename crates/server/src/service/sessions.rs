@@ -49,11 +49,12 @@ pub struct Caller {
 }
 
 /// A new access/refresh pair.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     /// Bearer token for API calls.
     pub access_token: String,
     /// Always "Bearer".
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: i64,

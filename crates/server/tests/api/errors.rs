@@ -39,6 +39,28 @@ async fn malformed_json_is_an_invalid_request() {
 }
 
 #[tokio::test]
+async fn a_json_array_of_the_fields_values_is_not_a_body() {
+    let app = spawn_app().await;
+    let code = app.code("ann").await;
+    // serde reads a struct from an array of its fields' values; the API takes objects only.
+    let response = app.post("/v1/auth/login", json!([code])).await;
+    let body = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert_eq!(body["error"]["message"], "the JSON body must be an object");
+    let token = app.login("bea").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = app
+        .patch_authed("/v1/me", &token, json!([null, null]))
+        .await;
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let response = app
+        .post_authed("/v1/me", &token, json!(["nick", null, 1]))
+        .await;
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+}
+
+#[tokio::test]
 async fn missing_or_mistyped_fields_are_invalid_requests() {
     let app = spawn_app().await;
     for body in [
