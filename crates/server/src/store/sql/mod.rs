@@ -7,7 +7,10 @@
 //! - [`sessions`]: sessions and their tokens ([`SessionStore`](super::SessionStore));
 //! - [`codes`]: login codes recently exchanged ([`CodeCache`](super::CodeCache));
 //! - [`events`]: the event outbox, webhook deliveries and the feed;
-//! - [`admin`]: finding persons and erasing one; [`audit`]: the audit log.
+//! - [`admin`]: finding persons and erasing one; [`audit`]: the audit log;
+//! - [`group`]: group commit of SQLite's hot writes (a login's person and session, a
+//!   refresh's rotation): queued for the one writer, run in one transaction per batch, each
+//!   in a savepoint of its own.
 //!
 //! Queries are written once, next to the method that runs them, with `?` placeholders; for
 //! PostgreSQL (`$1`, `$2`, …) and for SQLite (no `FOR UPDATE`) they are rewritten on first use
