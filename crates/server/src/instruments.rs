@@ -430,11 +430,12 @@ impl RouteMetrics {
                 })
             })
             .record(elapsed.as_secs_f64());
-        self.counter(method, status).increment(1);
+        self.count(method, status);
     }
 
-    /// The counter of a pair: a scan of a few atomics, claiming a free slot for a new pair.
-    fn counter(&self, method: usize, status: u16) -> Counter {
+    /// Counts one answer of a pair: a scan of a few atomics, claiming a free slot for a new
+    /// pair.
+    fn count(&self, method: usize, status: u16) {
         let key = status_key(method, status);
         let register = || self.register_counter(method, status);
         for slot in &self.counts {
@@ -449,16 +450,19 @@ impl RouteMetrics {
                 };
             }
             if seen == key {
-                return slot.counter.get_or_init(register).clone();
+                slot.counter.get_or_init(register).increment(1);
+                return;
             }
         }
         let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, counter)) = more.iter().find(|(k, _)| *k == key) {
-            return counter.clone();
+        match more.iter().find(|(k, _)| *k == key) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = register();
+                counter.increment(1);
+                more.push((key, counter));
+            }
         }
-        let counter = register();
-        more.push((key, counter.clone()));
-        counter
     }
 
     fn register_counter(&self, method: usize, status: u16) -> Counter {
