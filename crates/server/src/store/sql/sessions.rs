@@ -94,16 +94,7 @@ impl SqlStore {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)) \
              INSERT INTO tokens (hash, session_id, kind, expires_at) \
              VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)";
-        sqlx::query(self.q(INSERT_WITH_TOKENS))
-            .bind(&session.id)
-            .bind(session.app_id.as_str())
-            .bind(session.openid.as_str())
-            .bind(&session.sealed_session_key)
-            .bind(session.created_at)
-            .bind(session.last_seen_at)
-            .bind(session.expires_at)
-            .bind(session.user_agent.as_deref())
-            .bind(session.ip.as_deref())
+        bind_session(sqlx::query(self.q(INSERT_WITH_TOKENS)), session)
             .bind(access.hash.to_hex())
             .bind(&session.id)
             .bind(access.expires_at)
@@ -127,16 +118,7 @@ impl SqlStore {
         const INSERT: &str = "INSERT INTO sessions (id, app_id, openid, session_key, created_at, \
                               last_seen_at, expires_at, user_agent, ip) \
                               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        sqlx::query(self.q(INSERT))
-            .bind(&session.id)
-            .bind(session.app_id.as_str())
-            .bind(session.openid.as_str())
-            .bind(&session.sealed_session_key)
-            .bind(session.created_at)
-            .bind(session.last_seen_at)
-            .bind(session.expires_at)
-            .bind(session.user_agent.as_deref())
-            .bind(session.ip.as_deref())
+        bind_session(sqlx::query(self.q(INSERT)), session)
             .execute(&mut *conn)
             .await
             .map_err(store_error)?;
@@ -686,4 +668,22 @@ fn session_from_row(row: &AnyRow) -> Result<Session, sqlx::Error> {
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
     })
+}
+
+/// Binds a session's columns in `INSERT INTO sessions` order (id, app_id, openid,
+/// session_key, created_at, last_seen_at, expires_at, user_agent, ip).
+fn bind_session<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    session: &'q Session,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&session.id)
+        .bind(session.app_id.as_str())
+        .bind(session.openid.as_str())
+        .bind(&session.sealed_session_key)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .bind(session.user_agent.as_deref())
+        .bind(session.ip.as_deref())
 }
