@@ -67,14 +67,32 @@ impl NewToken {
     }
 }
 
-/// A new random id (for sessions): 16 random bytes in hex.
+/// A new random id (for file names): 16 random bytes in hex.
 pub fn random_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// A new session id: a UUIDv7 in 32 hex digits, so time-ordered. New sessions then go at the
+/// end of the indexes keyed by session (the sessions' and their tokens'), instead of
+/// changing a page at a random place in each with every login. It is not a secret (it names
+/// the session to operators and in introspection; the tokens are the credentials).
+pub fn session_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_are_32_hex_digits_in_the_order_they_were_made() {
+        let ids: Vec<String> = (0..1000).map(|_| session_id()).collect();
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "not in order: {ids:?}");
+    }
 
     #[test]
     fn tokens_carry_their_prefix_and_256_random_bits() {

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::model::User;
 use crate::state::AppState;
 use crate::store::{CodeClaim, Session};
-use crate::tokens::{TokenHash, random_id};
+use crate::tokens::{TokenHash, session_id};
 
 /// How long WeChat keeps a login code valid, and so how long its exchange is remembered.
 const CODE_LIFETIME_SECS: i64 = 300;
@@ -214,7 +214,7 @@ async fn open_session(
     meta: ClientMeta,
     now: i64,
 ) -> Result<TokenPair, ApiError> {
-    let id = random_id();
+    let id = session_id();
     let expires_at = now + state.lifetimes.session;
     let session = Session {
         sealed_session_key: state.data_key.seal(session_key, &id),
