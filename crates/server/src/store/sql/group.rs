@@ -13,17 +13,28 @@
 //!   own, so a write that panics fails its batch (rolled back), not the queue.
 //! - One writer: a batch holds the writer pool's one connection from `BEGIN IMMEDIATE` to
 //!   `COMMIT`; the writes outside the queue take the same connection between batches.
+//! - Hand-offs: each statement sent to a SQLite connection is a hand-off to its thread and
+//!   back. The new sessions of a batch (one per login) are written together, one multi-row
+//!   statement per table in one text; a batch of nothing else has its `BEGIN` and `COMMIT`
+//!   in that text too, so it costs one hand-off whatever its size. Should that fail, the
+//!   sessions are written again one by one, each in its savepoint.
+//! - Checkpoints: the WAL is copied into the database file on a reading connection after
+//!   the writes ([`checkpoints`]), not by the writer in the middle of a commit.
 //!
 //! Memory: the queue holds at most [`QUEUE`] writes; further callers wait for room.
 
 use std::any::Any as StdAny;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::{Acquire as _, AnyConnection, AnyPool, Connection as _};
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire as _, Any, AnyConnection, AnyPool, Connection as _, Executor as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::auth_cache::AuthCache;
+use super::sessions::{NewSession, insert_sessions, insert_sessions_in};
 use super::store_error;
 use crate::store::StoreError;
 
@@ -52,11 +63,21 @@ where
     Box::new(f)
 }
 
+type Answer = Result<Box<dyn StdAny + Send>, StoreError>;
+
 struct Request {
-    job: Job,
+    write: Write,
     /// Whether the write may change what a cached access token means.
     invalidates: bool,
-    reply: oneshot::Sender<Result<Box<dyn StdAny + Send>, StoreError>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// What a queued write does.
+enum Write {
+    /// Anything, in a savepoint of its own.
+    Job(Job),
+    /// A login's new session: a batch writes all of its new sessions in one execution.
+    Session(Box<NewSession>),
 }
 
 /// The queue's sending side. Cheap to clone.
@@ -72,14 +93,18 @@ impl std::fmt::Debug for GroupWriter {
 }
 
 impl GroupWriter {
-    /// Starts the queue's task on `writer` (a pool of one connection).
+    /// Starts the queue's task on `writer` (a pool of one connection), and the checkpoints
+    /// of its WAL on `readers` (see [`checkpoints`]).
     pub(crate) fn start(
         writer: AnyPool,
+        readers: AnyPool,
         cache: Option<Arc<AuthCache>>,
         after_commit: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(writer, rx, cache, after_commit));
+        let written = Arc::new(AtomicBool::new(false));
+        tokio::spawn(checkpoints(readers, queue.downgrade(), written.clone()));
+        tokio::spawn(run(writer, rx, cache, after_commit, written));
         Self { queue }
     }
 
@@ -89,10 +114,22 @@ impl GroupWriter {
         invalidates: bool,
         job: Job,
     ) -> Result<Box<dyn StdAny + Send>, StoreError> {
+        self.queue_write(invalidates, Write::Job(job)).await
+    }
+
+    /// Queues a new session (and its tokens) and waits for the commit of its batch. It
+    /// changes nothing a cached access token means.
+    pub(crate) async fn insert_session(&self, new: NewSession) -> Result<(), StoreError> {
+        self.queue_write(false, Write::Session(Box::new(new)))
+            .await
+            .map(drop)
+    }
+
+    async fn queue_write(&self, invalidates: bool, write: Write) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Request {
-                job,
+                write,
                 invalidates,
                 reply,
             })
@@ -106,16 +143,48 @@ fn stopped() -> StoreError {
     StoreError::Other(anyhow::anyhow!("a database write did not finish"))
 }
 
+/// How soon after a commit the WAL is checkpointed (see [`checkpoints`]).
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
+
+/// Copies what the writer committed from the WAL into the database file (a passive
+/// checkpoint), on a reading connection, [`CHECKPOINT_AFTER`] a batch at most. Left to
+/// itself, SQLite checkpoints on the connection that commits, every 1000 pages of WAL: the
+/// writer then writes and syncs the database file while every write queued behind it waits
+/// (milliseconds, every few hundred logins). A passive checkpoint waits for nobody, and
+/// readers and the writer go on meanwhile. The writer's own checkpoint stays as a net, at a
+/// larger WAL ([`SQLITE_WRITER_AUTOCHECKPOINT`](super::SQLITE_WRITER_AUTOCHECKPOINT)). Ends
+/// with the queue.
+async fn checkpoints(readers: AnyPool, queue: mpsc::WeakSender<Request>, written: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_AFTER);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if queue.upgrade().is_none() {
+            return;
+        }
+        if written.swap(false, Ordering::AcqRel) {
+            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&readers)
+                .await
+            {
+                tracing::debug!(error = %err, "a checkpoint of the WAL failed");
+            }
+        }
+    }
+}
+
 async fn run(
     writer: AnyPool,
     mut rx: mpsc::Receiver<Request>,
     cache: Option<Arc<AuthCache>>,
     after_commit: Arc<dyn Fn() + Send + Sync>,
+    written: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let requests = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-        let (writer, cache, after_commit) = (writer.clone(), cache.clone(), after_commit.clone());
+        let (writer, cache) = (writer.clone(), cache.clone());
+        let (after_commit, written) = (after_commit.clone(), written.clone());
         // A panic ends this batch's task (its callers hear that the write did not finish, the
         // transaction is rolled back with the dropped connection), not the queue.
         let _ = tokio::spawn(async move {
@@ -126,6 +195,7 @@ async fn run(
                     cache.invalidate();
                 }
             }
+            written.store(true, Ordering::Release);
             after_commit();
             for (reply, answer) in answers {
                 // A caller that went away does not need the answer.
@@ -136,8 +206,6 @@ async fn run(
     }
 }
 
-type Answer = Result<Box<dyn StdAny + Send>, StoreError>;
-
 async fn run_batch(
     writer: &AnyPool,
     requests: Vec<Request>,
@@ -146,20 +214,110 @@ async fn run_batch(
         Ok(conn) => conn,
         Err(err) => return fail_all(requests.into_iter().map(|r| r.reply).collect(), err),
     };
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut jobs = Vec::with_capacity(requests.len());
+    let (mut sessions, mut session_replies) = (Vec::new(), Vec::new());
+    for request in requests {
+        match request.write {
+            Write::Job(job) => jobs.push((job, request.reply)),
+            Write::Session(new) => {
+                sessions.push(*new);
+                session_replies.push(request.reply);
+            }
+        }
+    }
+    // A batch of new sessions only (logins of returning users): its transaction, its
+    // inserts and its commit in one execution, one hand-off to the connection's thread.
+    let mut together = !sessions.is_empty();
+    if jobs.is_empty() && together {
+        match insert_sessions_committed(&mut conn, &sessions).await {
+            Ok(()) => return session_replies.into_iter().map(|r| (r, unit())).collect(),
+            Err(err) => {
+                tracing::debug!(error = %err, "new sessions of a batch written one by one");
+                together = false;
+            }
+        }
+    }
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
-        Err(err) => return fail_all(requests.into_iter().map(|r| r.reply).collect(), err),
+        Err(err) => {
+            let replies = jobs.into_iter().map(|(_, reply)| reply);
+            return fail_all(replies.chain(session_replies).collect(), err);
+        }
     };
-    let mut answers = Vec::with_capacity(requests.len());
-    for request in requests {
-        let answer = run_one(&mut tx, request.job).await;
-        answers.push((request.reply, answer));
+    // The new sessions first, all in one execution. No write of the batch can depend on
+    // another's (no caller has heard of its write yet), so the order within it is free.
+    if together {
+        match insert_sessions(&mut tx, &sessions).await {
+            Ok(()) => {
+                answers.extend(session_replies.drain(..).map(|reply| (reply, unit())));
+            }
+            Err(err) => {
+                // Nothing is kept of the batch yet: begin again, to write each session alone.
+                tracing::debug!(error = %err, "new sessions of a batch written one by one");
+                let again = match tx.rollback().await {
+                    Ok(()) => conn.begin_with("BEGIN IMMEDIATE").await,
+                    Err(err) => Err(err),
+                };
+                tx = match again {
+                    Ok(tx) => tx,
+                    Err(err) => {
+                        let replies = jobs.into_iter().map(|(_, reply)| reply);
+                        return fail_all(replies.chain(session_replies).collect(), err);
+                    }
+                };
+            }
+        }
+    }
+    // Each in a savepoint of its own when they could not go together: only what fails fails.
+    for (new, reply) in sessions.iter().zip(session_replies) {
+        answers.push((reply, insert_session_alone(&mut tx, new).await));
+    }
+    for (job, reply) in jobs {
+        let answer = run_one(&mut tx, job).await;
+        answers.push((reply, answer));
     }
     match tx.commit().await {
         Ok(()) => answers,
         // Nothing of the batch is kept: each write hears so.
         Err(err) => fail_all(answers.into_iter().map(|(reply, _)| reply).collect(), err),
     }
+}
+
+/// Writes new sessions in a transaction of their own, begun and committed in the same
+/// execution as the inserts. On an error nothing is kept: the transaction is rolled back, and
+/// a connection that might still be inside it (the rollback failed, or this future was
+/// dropped mid-way) is closed instead of going back to the pool.
+async fn insert_sessions_committed(
+    conn: &mut PoolConnection<Any>,
+    sessions: &[NewSession],
+) -> Result<(), sqlx::Error> {
+    /// Closes the connection unless disarmed.
+    struct CloseUnlessDone<'a> {
+        conn: &'a mut PoolConnection<Any>,
+        done: bool,
+    }
+    impl Drop for CloseUnlessDone<'_> {
+        fn drop(&mut self) {
+            if !self.done {
+                self.conn.close_on_drop();
+            }
+        }
+    }
+    let mut guard = CloseUnlessDone { conn, done: false };
+    let result = insert_sessions_in(guard.conn, sessions, true).await;
+    // After an error, SQLite may have ended the transaction itself (or never begun it), in
+    // which case the rollback fails harmlessly; the connection is closed all the same.
+    guard.done = match &result {
+        Ok(()) => true,
+        Err(_) => guard.conn.execute("ROLLBACK").await.is_ok(),
+    };
+    result
+}
+
+/// The answer of a write that gives nothing back.
+fn unit() -> Answer {
+    Ok(Box::new(()))
 }
 
 /// The same failure for every write of a batch.
@@ -190,21 +348,45 @@ fn fail_all(
         .collect()
 }
 
+/// One new session in its savepoint (see [`run_one`]).
+async fn insert_session_alone(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    new: &NewSession,
+) -> Answer {
+    let mut savepoint = tx.begin().await.map_err(store_error)?;
+    let outcome = insert_sessions(&mut savepoint, std::slice::from_ref(new))
+        .await
+        .map(|()| (Box::new(()) as Box<dyn StdAny + Send>, true))
+        .map_err(store_error);
+    settle(savepoint, outcome).await
+}
+
 /// One write in its savepoint: released when it keeps its changes, rolled back otherwise.
 async fn run_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: Job) -> Answer {
     let mut savepoint = tx.begin().await.map_err(store_error)?;
-    match job(&mut savepoint).await {
+    let outcome = job(&mut savepoint).await;
+    settle(savepoint, outcome).await
+}
+
+/// Ends a transaction (or a savepoint) by its write's outcome: committed when the write
+/// keeps its changes, rolled back when it does not or failed; gives the write's value.
+pub(crate) async fn settle<T>(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    outcome: Result<(T, bool), StoreError>,
+) -> Result<T, StoreError> {
+    match outcome {
         Ok((value, true)) => {
-            savepoint.commit().await.map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
             Ok(value)
         }
         Ok((value, false)) => {
-            savepoint.rollback().await.map_err(store_error)?;
+            tx.rollback().await.map_err(store_error)?;
             Ok(value)
         }
         Err(err) => {
-            if let Err(rollback) = savepoint.rollback().await {
-                tracing::debug!(error = %rollback, "rollback to a savepoint after a failed write");
+            // The write's error is the one to report; a failed rollback only a log line.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "rollback after a failed write");
             }
             Err(err)
         }

@@ -41,7 +41,7 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 
 pub use self::admin::{Erased, UserFilter};
 pub use self::auth_cache::{AuthCache, FOREIGN_WRITES_SEEN_WITHIN, TOUCH_EVERY};
@@ -171,6 +171,7 @@ impl SqlStore {
             let outbox = outbox.clone();
             group::GroupWriter::start(
                 writer.clone(),
+                pool.clone(),
                 auth_cache.clone(),
                 Arc::new(move || outbox.written.notify_waiters()),
             )
@@ -315,23 +316,13 @@ impl SqlStore {
                         let op = op.clone();
                         async move {
                             let mut tx = store.begin().await?;
-                            match op(store.clone(), &mut tx).await {
-                                Ok((value, true)) => {
-                                    tx.commit().await.map_err(store_error)?;
-                                    store.events_written();
-                                    Ok(value)
-                                }
-                                Ok((value, false)) => {
-                                    tx.rollback().await.map_err(store_error)?;
-                                    Ok(value)
-                                }
-                                Err(err) => {
-                                    if let Err(rollback) = tx.rollback().await {
-                                        tracing::debug!(error = %rollback, "rollback after a failed write");
-                                    }
-                                    Err(err)
-                                }
+                            let outcome = op(store.clone(), &mut tx).await;
+                            let kept = matches!(outcome, Ok((_, true)));
+                            let value = group::settle(tx, outcome).await?;
+                            if kept {
+                                store.events_written();
                             }
+                            Ok(value)
                         }
                     },
                     invalidates,
@@ -453,6 +444,15 @@ const SQLITE_READER_CACHE_KIB: u32 = 256;
 /// The writer's page cache, in KiB: SQLite's default.
 const SQLITE_WRITER_CACHE_KIB: u32 = 2048;
 
+/// The WAL pages after which the writer checkpoints by itself (SQLite's default is 1000): a net
+/// only, for writes the checkpoints after each batch do not follow (see [`group`]). A reader's
+/// setting is never used (it commits nothing).
+const SQLITE_WRITER_AUTOCHECKPOINT: u32 = 4000;
+
+/// How long a pooled MySQL or PostgreSQL connection may sit idle before it is tested (a ping)
+/// on its next use.
+const TEST_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Pool settings shared by the readers and the SQLite writer: WAL with its file kept small
 /// after checkpoints, a busy timeout for what other processes hold, and a page cache of
 /// `cache_kib` per connection.
@@ -466,6 +466,20 @@ fn pool_options(
         .max_connections(max)
         .min_connections(config.min_connections.min(max))
         .acquire_timeout(config.acquire_timeout)
+        // The pool tests every connection it takes back (a ping on release), so one that is
+        // idle was sound when it was put there. Testing it again before each use would cost
+        // every query a second round trip (on SQLite, a hand-off to the connection's thread);
+        // only a connection idle long enough to have been dropped by the server, a proxy or
+        // a firewall is tested. A SQLite file does not go away.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if dialect != Dialect::Sqlite && meta.idle_for >= TEST_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
@@ -475,8 +489,14 @@ fn pool_options(
                          PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 16777216;",
                     )
                     .await?;
-                    conn.execute(format!("PRAGMA cache_size = -{cache_kib}").as_str())
-                        .await?;
+                    conn.execute(
+                        format!(
+                            "PRAGMA cache_size = -{cache_kib}; \
+                             PRAGMA wal_autocheckpoint = {SQLITE_WRITER_AUTOCHECKPOINT}"
+                        )
+                        .as_str(),
+                    )
+                    .await?;
                 }
                 Ok(())
             })

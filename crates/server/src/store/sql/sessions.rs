@@ -445,6 +445,15 @@ impl SessionStore for SqlStore {
                 })
                 .await;
         }
+        if let Some(group) = &self.group {
+            return group
+                .insert_session(NewSession {
+                    session,
+                    access,
+                    refresh,
+                })
+                .await;
+        }
         // A new session: nothing cached refers to it.
         self.grouped(false, move |store, conn| {
             let session = session.clone();
@@ -670,6 +679,85 @@ fn session_from_row(row: &AnyRow) -> Result<Session, sqlx::Error> {
     })
 }
 
+/// A new session with its two tokens: rows only, with nothing to read or decide, so that
+/// SQLite's group commit writes all the new sessions of a batch at once (see [`super::group`]).
+pub(crate) struct NewSession {
+    pub(crate) session: Session,
+    pub(crate) access: TokenEntry,
+    pub(crate) refresh: TokenEntry,
+}
+
+/// Writes new sessions and their tokens on `conn` (SQLite): one multi-row statement per table,
+/// both in one text, so one execution (one hand-off to the connection's thread) writes them.
+/// Nothing of it is kept unless all of it is: the caller rolls back on an error.
+pub(crate) async fn insert_sessions(
+    conn: &mut AnyConnection,
+    new: &[NewSession],
+) -> Result<(), sqlx::Error> {
+    insert_sessions_in(conn, new, false).await
+}
+
+/// [`insert_sessions`], in a transaction of its own when `committed`: `BEGIN IMMEDIATE` and
+/// `COMMIT` are part of the same text. After an error, the caller ends the transaction.
+pub(crate) async fn insert_sessions_in(
+    conn: &mut AnyConnection,
+    new: &[NewSession],
+    committed: bool,
+) -> Result<(), sqlx::Error> {
+    let sql = insert_sessions_sql(new.len(), committed);
+    // A few sizes are common (a batch at light load); larger ones are prepared each time
+    // rather than pushing the hot statements out of the connection's cache.
+    let mut query = sqlx::query(&sql).persistent(new.len() <= 8);
+    for new in new {
+        query = bind_session(query, &new.session);
+    }
+    for new in new {
+        query = query
+            .bind(new.access.hash.to_hex())
+            .bind(&new.session.id)
+            .bind(new.access.expires_at)
+            .bind(new.refresh.hash.to_hex())
+            .bind(&new.session.id)
+            .bind(new.refresh.expires_at);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// The text [`insert_sessions`] runs for `n` sessions.
+fn insert_sessions_sql(n: usize, committed: bool) -> String {
+    const SESSIONS: &str = "INSERT INTO sessions (id, app_id, openid, session_key, created_at, \
+                            last_seen_at, expires_at, user_agent, ip) VALUES ";
+    const SESSION_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const TOKENS: &str = "; INSERT INTO tokens (hash, session_id, kind, expires_at) VALUES ";
+    const TOKEN_ROWS: &str = "(?, ?, 'access', ?), (?, ?, 'refresh', ?)";
+    const BEGIN: &str = "BEGIN IMMEDIATE; ";
+    const COMMIT: &str = "; COMMIT";
+    let mut sql = String::with_capacity(
+        BEGIN.len()
+            + SESSIONS.len()
+            + TOKENS.len()
+            + COMMIT.len()
+            + n * (SESSION_ROW.len() + TOKEN_ROWS.len() + 4),
+    );
+    if committed {
+        sql.push_str(BEGIN);
+    }
+    for (head, row) in [(SESSIONS, SESSION_ROW), (TOKENS, TOKEN_ROWS)] {
+        sql.push_str(head);
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(row);
+        }
+    }
+    if committed {
+        sql.push_str(COMMIT);
+    }
+    sql
+}
+
 /// Binds a session's columns in `INSERT INTO sessions` order (id, app_id, openid,
 /// session_key, created_at, last_seen_at, expires_at, user_agent, ip).
 fn bind_session<'q>(
@@ -686,4 +774,194 @@ fn bind_session<'q>(
         .bind(session.expires_at)
         .bind(session.user_agent.as_deref())
         .bind(session.ip.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+
+    use super::*;
+    use crate::config::{DatabaseConfig, DatabaseUrl};
+    use crate::store::UserStore as _;
+
+    const NOW: i64 = 1_800_000_000;
+
+    async fn store(dir: &tempfile::TempDir) -> SqlStore {
+        let config = DatabaseConfig {
+            url: DatabaseUrl::from(
+                format!("sqlite://{}", dir.path().join("s.db").display()).as_str(),
+            ),
+            acquire_timeout: Duration::from_secs(5),
+            ..DatabaseConfig::default()
+        };
+        SqlStore::connect(&config).await.unwrap()
+    }
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: id.to_owned(),
+            app_id: AppId::parse("wx1234567890abcdef").unwrap(),
+            openid: OpenId::parse("o-openid").unwrap(),
+            sealed_session_key: "sealed".to_owned(),
+            created_at: NOW,
+            last_seen_at: NOW,
+            expires_at: NOW + 3600,
+            revoked_at: None,
+            user_agent: None,
+            ip: Some("10.0.0.1".to_owned()),
+        }
+    }
+
+    fn token(name: &str) -> TokenEntry {
+        TokenEntry {
+            hash: TokenHash::of(name),
+            expires_at: NOW + 600,
+        }
+    }
+
+    async fn is_valid(store: &SqlStore, access: &str) -> bool {
+        matches!(
+            store
+                .authenticate(&TokenHash::of(access), NOW)
+                .await
+                .unwrap(),
+            AccessCheck::Valid { .. }
+        )
+    }
+
+    /// Writes sessions `ids` as one batch (queued together: the test runtime runs the writer
+    /// only once all are queued), with a first login queued among them when `with_login` says
+    /// so. The access token of the `i`th is named `a-{label}-{i}`.
+    async fn create_together(
+        store: &SqlStore,
+        label: &str,
+        ids: &[String],
+        with_login: bool,
+    ) -> Vec<bool> {
+        let creates = ids.iter().enumerate().map(|(i, id)| {
+            let store = store.clone();
+            let session = session(id);
+            let access = token(&format!("a-{label}-{i}"));
+            let refresh = token(&format!("r-{label}-{i}"));
+            async move { store.create(&session, access, refresh).await.is_ok() }
+        });
+        let login = async {
+            if with_login {
+                let openid = OpenId::parse("o-new-person").unwrap();
+                let app = AppId::parse("wx1234567890abcdef").unwrap();
+                let outcome = store
+                    .login(&app, &openid, None, NOW, crate::service::people::merge)
+                    .await
+                    .unwrap();
+                assert!(outcome.is_new_user);
+            }
+        };
+        let (created, ()) = tokio::join!(join_all(creates), login);
+        created
+    }
+
+    #[tokio::test]
+    async fn a_session_that_cannot_be_written_fails_alone_and_its_batch_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let taken = "0".repeat(32);
+        assert_eq!(
+            create_together(&store, "first", std::slice::from_ref(&taken), false).await,
+            [true]
+        );
+        for with_login in [false, true] {
+            let label = format!("login-{with_login}");
+            // Twenty new sessions, the seventh with an id already taken: a batch of sessions
+            // alone (one execution with its transaction), then one with a first login in it.
+            let ids: Vec<String> = (0..20)
+                .map(|i| {
+                    if i == 6 {
+                        taken.clone()
+                    } else {
+                        format!("{with_login}-{i:02}")
+                    }
+                })
+                .collect();
+            let created = create_together(&store, &label, &ids, with_login).await;
+            for (i, (id, created)) in ids.iter().zip(&created).enumerate() {
+                assert_eq!(*created, i != 6, "session {id}");
+                if i != 6 {
+                    assert!(
+                        is_valid(&store, &format!("a-{label}-{i}")).await,
+                        "session {id}"
+                    );
+                }
+            }
+            // Nothing of the failed one was written, and the first session is as it was.
+            assert!(!is_valid(&store, &format!("a-{label}-6")).await);
+            assert!(is_valid(&store, "a-first-0").await);
+            let openid = OpenId::parse("o-new-person").unwrap();
+            let app = AppId::parse("wx1234567890abcdef").unwrap();
+            assert_eq!(
+                store
+                    .user_by_identity(&app, &openid)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                with_login
+            );
+        }
+        // The writer is not left inside a transaction: writes go on at once.
+        store
+            .ready_for_writes(Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            create_together(&store, "after", &["after".to_owned()], false).await,
+            [true]
+        );
+        assert!(is_valid(&store, "a-after-0").await);
+    }
+
+    #[tokio::test]
+    async fn what_the_writer_commits_reaches_the_database_file_soon_after() {
+        use sqlx::Connection as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        // The file alone, without its WAL: what checkpoints have copied into it.
+        let file = format!(
+            "sqlite://{}?mode=ro&immutable=1",
+            dir.path().join("s.db").display()
+        );
+        let in_file = || async {
+            let mut conn = sqlx::AnyConnection::connect(&file).await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            n
+        };
+        let ids: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+        assert!(
+            create_together(&store, "ckpt", &ids, false)
+                .await
+                .iter()
+                .all(|ok| *ok)
+        );
+        assert_eq!(in_file().await, 0, "committed to the WAL only, at first");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while in_file().await != 5 {
+            assert!(std::time::Instant::now() < deadline, "never checkpointed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(is_valid(&store, "a-ckpt-4").await);
+    }
+
+    #[test]
+    fn the_text_for_n_sessions_has_a_row_per_session_in_each_table() {
+        let sql = insert_sessions_sql(3, true);
+        assert!(sql.starts_with("BEGIN IMMEDIATE; INSERT INTO sessions"));
+        assert!(sql.ends_with("; COMMIT"));
+        assert_eq!(sql.matches("(?, ?, ?, ?, ?, ?, ?, ?, ?)").count(), 3);
+        assert_eq!(sql.matches("'access'").count(), 3);
+        assert_eq!(sql.matches("'refresh'").count(), 3);
+        assert!(!insert_sessions_sql(1, false).contains("BEGIN"));
+    }
 }
