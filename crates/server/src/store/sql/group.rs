@@ -144,7 +144,13 @@ fn stopped() -> StoreError {
 }
 
 /// How soon after a commit the WAL is checkpointed (see [`checkpoints`]).
-const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
+///
+/// Small checkpoints often: a checkpoint syncs the WAL and the database file, and while the
+/// file system syncs, the writer's own writes to the WAL slow down. Measured on SQLite at half
+/// the peak login rate, the p99 of a login was about 10 ms with checkpoints every 10 ms, 13 ms
+/// every 25 ms, 15 ms every 50 ms and 17–26 ms every 100 ms, with the same peak. A checkpoint
+/// starts only after the last one ended, and only when something was written since.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(10);
 
 /// Copies what the writer committed from the WAL into the database file (a passive
 /// checkpoint), on a reading connection, [`CHECKPOINT_AFTER`] a batch at most. Left to
