@@ -3,10 +3,11 @@
 //!
 //! Recording costs no database write on the request path: each event is added to counters in
 //! memory, and every [`FLUSH_INTERVAL`] (and at shutdown) the counters are written as additive
-//! upserts and the distinct persons as insert-ignores (a person once an hour and app, see
-//! [`Written`]), in one transaction per flush. A flush
-//! that fails is kept and tried again with the next one. Each instance flushes its own
-//! counts; the tables add them up.
+//! upserts in one transaction, and the distinct persons as insert-ignores (a person once an
+//! hour and app, see [`Written`]) in transactions of a few hundred. What a flush could not
+//! write is kept and tried again with the next one (counts only when their transaction
+//! failed, so nothing is counted twice). Each instance flushes its own counts; the tables add
+//! them up.
 //!
 //! A person counts as active in an hour (and a day) when they log in, or use a token (recorded
 //! with the session's "last seen", at most once a minute per session).
@@ -22,7 +23,7 @@ use wxauth_wechat::observe::Endpoint;
 use crate::clock::Clock;
 use crate::model::UserId;
 use crate::store::StoreError;
-use crate::store::sql::{SqlStore, StatsBatch};
+use crate::store::sql::{SqlStore, StatsBatch, StatsFailure};
 
 /// How often the counters are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -135,7 +136,12 @@ impl Pending {
             entry.0 += calls;
             entry.1 += ms;
         }
-        for mark in &batch.active {
+        self.restore_active(&batch.active);
+    }
+
+    /// Takes distinct-person marks that could not be written back in.
+    fn restore_active(&mut self, marks: &[(i64, Box<str>, Box<str>)]) {
+        for mark in marks {
             if self.active.len() >= ACTIVE_MAX {
                 break;
             }
@@ -233,9 +239,17 @@ impl Stats {
                 self.pending().written.add(&batch.active);
                 Ok(())
             }
-            Err(err) => {
-                self.pending().restore(&batch);
-                Err(err)
+            Err(StatsFailure {
+                error,
+                counts_written,
+            }) => {
+                let mut pending = self.pending();
+                if counts_written {
+                    pending.restore_active(&batch.active);
+                } else {
+                    pending.restore(&batch);
+                }
+                Err(error)
             }
         }
     }
@@ -584,6 +598,52 @@ mod tests {
             .collect();
         full.add(&many);
         assert_eq!(full.marks.len(), WRITTEN_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_flush_whose_marks_fail_after_its_counts_writes_the_marks_again_and_not_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::DatabaseConfig {
+            url: crate::config::DatabaseUrl::from(
+                format!("sqlite://{}", dir.path().join("s.db").display()).as_str(),
+            ),
+            ..crate::config::DatabaseConfig::default()
+        };
+        let sql = Arc::new(SqlStore::connect(&config).await.unwrap());
+        let clock = crate::clock::ManualClock::new();
+        let stats = Stats::new(sql.clone(), Arc::new(clock.clone()));
+        let app = AppId::parse("wx1234567890abcdef".to_owned()).unwrap();
+        // More persons than one transaction of marks takes.
+        for i in 0..450 {
+            stats.login(&app, "returning", Some(&UserId::new(format!("u{i}"))));
+        }
+        let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(&rename("stats_active", "stats_active_away"))
+            .execute(sql.writer())
+            .await
+            .unwrap();
+        assert!(stats.flush().await.is_err());
+        sqlx::query(&rename("stats_active_away", "stats_active"))
+            .execute(sql.writer())
+            .await
+            .unwrap();
+        stats.flush().await.unwrap();
+        let hour = hour_of(clock.now());
+        let logins = sql.stats_logins(hour, hour + HOUR, None).await.unwrap();
+        assert_eq!(
+            logins.iter().map(|row| row.n).sum::<i64>(),
+            450,
+            "counted once"
+        );
+        let active = sql.stats_active("h", hour, hour + HOUR).await.unwrap();
+        assert!(
+            active.contains(&(hour, app.as_str().to_owned(), 450)),
+            "{active:?}"
+        );
+        assert!(
+            active.contains(&(hour, ALL_APPS.to_owned(), 450)),
+            "{active:?}"
+        );
     }
 
     #[test]

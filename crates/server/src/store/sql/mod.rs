@@ -45,7 +45,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transact
 
 pub use self::admin::{Erased, UserFilter};
 pub use self::auth_cache::{AuthCache, FOREIGN_WRITES_SEEN_WITHIN, TOUCH_EVERY};
-pub use self::stats::{LoginRow, StatsBatch, WechatRow};
+pub use self::stats::{LoginRow, StatsBatch, StatsFailure, WechatRow};
 use super::StoreError;
 use crate::config::DatabaseConfig;
 pub use crate::config::Dialect;

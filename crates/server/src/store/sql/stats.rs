@@ -69,21 +69,58 @@ fn values(rows: usize, columns: usize) -> String {
     vec![one; rows].join(", ")
 }
 
+/// Distinct-person marks written in one transaction at most (four rows each): a flush of many
+/// persons new to the hour does not keep SQLite's one writer, and the logins queued behind it,
+/// waiting for long.
+const MARKS_PER_TRANSACTION: usize = CHUNK;
+
+/// A flush that failed, and whether its counts were written before (then only its
+/// distinct-person marks are to be written again: counts are added, marks are idempotent).
+#[derive(Debug)]
+pub struct StatsFailure {
+    /// What went wrong.
+    pub error: StoreError,
+    /// The counts of the flush are stored.
+    pub counts_written: bool,
+}
+
 impl SqlStore {
-    /// Writes a flush: counts added to the stored ones, distinct persons inserted once. One
-    /// transaction, run to its end whatever happens to the caller.
-    pub async fn add_stats(&self, batch: std::sync::Arc<StatsBatch>) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    /// Writes a flush, run to its end whatever happens to the caller: the counts added to
+    /// the stored ones in one transaction, then the distinct persons inserted once, in
+    /// transactions of [`MARKS_PER_TRANSACTION`] marks.
+    pub async fn add_stats(&self, batch: std::sync::Arc<StatsBatch>) -> Result<(), StatsFailure> {
+        if !batch.logins.is_empty() || !batch.wechat.is_empty() {
+            let counts = batch.clone();
+            self.detached_quiet(move |store| {
+                let batch = counts.clone();
+                async move { store.write_counts(&batch).await }
+            })
+            .await
+            .map_err(|error| StatsFailure {
+                error,
+                counts_written: false,
+            })?;
+        }
+        if batch.active.is_empty() {
             return Ok(());
         }
         self.detached_quiet(move |store| {
             let batch = batch.clone();
-            async move { store.write_stats(&batch).await }
+            async move {
+                for marks in batch.active.chunks(MARKS_PER_TRANSACTION) {
+                    store.write_marks(marks).await?;
+                }
+                Ok(())
+            }
         })
         .await
+        .map_err(|error| StatsFailure {
+            error,
+            counts_written: true,
+        })
     }
 
-    async fn write_stats(&self, batch: &StatsBatch) -> Result<(), StoreError> {
+    async fn write_counts(&self, batch: &StatsBatch) -> Result<(), StoreError> {
         let mysql = self.dialect() == Dialect::MySql;
         let mut tx = self.begin().await?;
         for rows in batch.logins.chunks(CHUNK) {
@@ -134,8 +171,15 @@ impl SqlStore {
             }
             query.execute(&mut *tx).await.map_err(store_error)?;
         }
-        // Four rows a mark (rows repeated across marks, e.g. one person's day, are ignored).
-        for marks in batch.active.chunks(CHUNK / 4) {
+        tx.commit().await.map_err(store_error)
+    }
+
+    /// Distinct-person marks in one transaction: four rows a mark (rows repeated across
+    /// marks, e.g. one person's day, are ignored).
+    async fn write_marks(&self, marks: &[(i64, Box<str>, Box<str>)]) -> Result<(), StoreError> {
+        let mysql = self.dialect() == Dialect::MySql;
+        let mut tx = self.begin().await?;
+        for marks in marks.chunks(CHUNK / 4) {
             let rows = marks.len() * 4;
             let sql = if mysql {
                 format!(
