@@ -25,13 +25,12 @@
 
 use std::any::Any as StdAny;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire as _, Any, AnyConnection, AnyPool, Connection as _, Executor as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::auth_cache::AuthCache;
 use super::sessions::{NewSession, insert_sessions, insert_sessions_in};
@@ -102,7 +101,7 @@ impl GroupWriter {
         after_commit: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let written = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(Notify::new());
         tokio::spawn(checkpoints(readers, queue.downgrade(), written.clone()));
         tokio::spawn(run(writer, rx, cache, after_commit, written));
         Self { queue }
@@ -149,32 +148,30 @@ fn stopped() -> StoreError {
 /// file system syncs, the writer's own writes to the WAL slow down. Measured on SQLite at half
 /// the peak login rate, the p99 of a login was about 10 ms with checkpoints every 10 ms, 13 ms
 /// every 25 ms, 15 ms every 50 ms and 17–26 ms every 100 ms, with the same peak. A checkpoint
-/// starts only after the last one ended, and only when something was written since.
+/// starts only after the last one ended, and only when something was committed since.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(10);
 
 /// Copies what the writer committed from the WAL into the database file (a passive
-/// checkpoint), on a reading connection, [`CHECKPOINT_AFTER`] a batch at most. Left to
+/// checkpoint), on a reading connection, [`CHECKPOINT_AFTER`] after a batch. Left to
 /// itself, SQLite checkpoints on the connection that commits, every 1000 pages of WAL: the
 /// writer then writes and syncs the database file while every write queued behind it waits
 /// (milliseconds, every few hundred logins). A passive checkpoint waits for nobody, and
 /// readers and the writer go on meanwhile. The writer's own checkpoint stays as a net, at a
 /// larger WAL ([`SQLITE_WRITER_AUTOCHECKPOINT`](super::SQLITE_WRITER_AUTOCHECKPOINT)). Ends
 /// with the queue.
-async fn checkpoints(readers: AnyPool, queue: mpsc::WeakSender<Request>, written: Arc<AtomicBool>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_AFTER);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+async fn checkpoints(readers: AnyPool, queue: mpsc::WeakSender<Request>, written: Arc<Notify>) {
     loop {
-        tick.tick().await;
+        // A commit since the last checkpoint began (or the queue's end) leaves a permit.
+        written.notified().await;
         if queue.upgrade().is_none() {
             return;
         }
-        if written.swap(false, Ordering::AcqRel) {
-            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&readers)
-                .await
-            {
-                tracing::debug!(error = %err, "a checkpoint of the WAL failed");
-            }
+        tokio::time::sleep(CHECKPOINT_AFTER).await;
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&readers)
+            .await
+        {
+            tracing::debug!(error = %err, "a checkpoint of the WAL failed");
         }
     }
 }
@@ -184,7 +181,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     cache: Option<Arc<AuthCache>>,
     after_commit: Arc<dyn Fn() + Send + Sync>,
-    written: Arc<AtomicBool>,
+    written: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -201,7 +198,7 @@ async fn run(
                     cache.invalidate();
                 }
             }
-            written.store(true, Ordering::Release);
+            written.notify_one();
             after_commit();
             for (reply, answer) in answers {
                 // A caller that went away does not need the answer.
@@ -210,6 +207,8 @@ async fn run(
         })
         .await;
     }
+    // The checkpoints end with the queue.
+    written.notify_one();
 }
 
 async fn run_batch(
@@ -253,31 +252,13 @@ async fn run_batch(
     };
     // The new sessions first, all in one execution. No write of the batch can depend on
     // another's (no caller has heard of its write yet), so the order within it is free.
-    if together {
-        match insert_sessions(&mut tx, &sessions).await {
-            Ok(()) => {
-                answers.extend(session_replies.drain(..).map(|reply| (reply, unit())));
-            }
-            Err(err) => {
-                // Nothing is kept of the batch yet: begin again, to write each session alone.
-                tracing::debug!(error = %err, "new sessions of a batch written one by one");
-                let again = match tx.rollback().await {
-                    Ok(()) => conn.begin_with("BEGIN IMMEDIATE").await,
-                    Err(err) => Err(err),
-                };
-                tx = match again {
-                    Ok(tx) => tx,
-                    Err(err) => {
-                        let replies = jobs.into_iter().map(|(_, reply)| reply);
-                        return fail_all(replies.chain(session_replies).collect(), err);
-                    }
-                };
-            }
+    if together && insert_sessions_together(&mut tx, &sessions).await {
+        answers.extend(session_replies.into_iter().map(|reply| (reply, unit())));
+    } else {
+        // Each in a savepoint of its own: only what fails fails.
+        for (new, reply) in sessions.iter().zip(session_replies) {
+            answers.push((reply, insert_session_alone(&mut tx, new).await));
         }
-    }
-    // Each in a savepoint of its own when they could not go together: only what fails fails.
-    for (new, reply) in sessions.iter().zip(session_replies) {
-        answers.push((reply, insert_session_alone(&mut tx, new).await));
     }
     for (job, reply) in jobs {
         let answer = run_one(&mut tx, job).await;
@@ -354,16 +335,39 @@ fn fail_all(
         .collect()
 }
 
+/// New sessions in one savepoint: `false` (nothing of them kept) when they are to be
+/// written one by one instead.
+async fn insert_sessions_together(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sessions: &[NewSession],
+) -> bool {
+    match insert_sessions_saved(tx, sessions).await {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::debug!(error = %err, "new sessions of a batch written one by one");
+            false
+        }
+    }
+}
+
 /// One new session in its savepoint (see [`run_one`]).
 async fn insert_session_alone(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     new: &NewSession,
 ) -> Answer {
+    insert_sessions_saved(tx, std::slice::from_ref(new)).await
+}
+
+/// New sessions in a savepoint, released when they are written, rolled back otherwise.
+async fn insert_sessions_saved(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sessions: &[NewSession],
+) -> Answer {
     let mut savepoint = tx.begin().await.map_err(store_error)?;
-    let outcome = insert_sessions(&mut savepoint, std::slice::from_ref(new))
+    let outcome = insert_sessions(&mut savepoint, sessions)
         .await
-        .map(|()| (Box::new(()) as Box<dyn StdAny + Send>, true))
-        .map_err(store_error);
+        .map_err(store_error)
+        .and_then(|()| unit().map(|value| (value, true)));
     settle(savepoint, outcome).await
 }
 
