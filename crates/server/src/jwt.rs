@@ -740,7 +740,6 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::{DatabaseConfig, DatabaseUrl};
     use crate::store::sql::SqlStore;
 
     const TTL: i64 = 600;
@@ -754,14 +753,7 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let config = DatabaseConfig {
-            url: DatabaseUrl::from(
-                format!("sqlite://{}", dir.path().join("keys.db").display()).as_str(),
-            ),
-            acquire_timeout: Duration::from_secs(5),
-            ..DatabaseConfig::default()
-        };
-        let sql = SqlStore::connect(&config).await.unwrap();
+        let sql = SqlStore::sqlite_in(dir.path()).await;
         Fixture {
             _dir: dir,
             store: SigningKeyStore::new(&sql),

@@ -603,13 +603,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_whose_marks_fail_after_its_counts_writes_the_marks_again_and_not_the_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::DatabaseConfig {
-            url: crate::config::DatabaseUrl::from(
-                format!("sqlite://{}", dir.path().join("s.db").display()).as_str(),
-            ),
-            ..crate::config::DatabaseConfig::default()
-        };
-        let sql = Arc::new(SqlStore::connect(&config).await.unwrap());
+        let sql = Arc::new(SqlStore::sqlite_in(dir.path()).await);
         let clock = crate::clock::ManualClock::new();
         let stats = Stats::new(sql.clone(), Arc::new(clock.clone()));
         let app = AppId::parse("wx1234567890abcdef".to_owned()).unwrap();

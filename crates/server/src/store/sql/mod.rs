@@ -186,6 +186,19 @@ impl SqlStore {
         })
     }
 
+    /// A SQLite store in a file of its own in `dir` (for unit tests).
+    #[cfg(test)]
+    pub(crate) async fn sqlite_in(dir: &std::path::Path) -> Self {
+        let config = DatabaseConfig {
+            url: crate::config::DatabaseUrl::from(
+                format!("sqlite://{}", dir.join("wxauth.db").display()).as_str(),
+            ),
+            acquire_timeout: std::time::Duration::from_secs(5),
+            ..DatabaseConfig::default()
+        };
+        Self::connect(&config).await.unwrap()
+    }
+
     /// The backend in use.
     pub fn dialect(&self) -> Dialect {
         self.dialect
@@ -462,7 +475,7 @@ fn pool_options(
     max: u32,
     cache_kib: u32,
 ) -> AnyPoolOptions {
-    AnyPoolOptions::new()
+    let options = AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(config.min_connections.min(max))
         .acquire_timeout(config.acquire_timeout)
@@ -471,36 +484,40 @@ fn pool_options(
         // every query a second round trip (on SQLite, a hand-off to the connection's thread);
         // only a connection idle long enough to have been dropped by the server, a proxy or
         // a firewall is tested. A SQLite file does not go away.
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
+        .test_before_acquire(false);
+    let options = if dialect == Dialect::Sqlite {
+        options
+    } else {
+        options.before_acquire(|conn, meta| {
             Box::pin(async move {
-                if dialect != Dialect::Sqlite && meta.idle_for >= TEST_IDLE_AFTER {
+                if meta.idle_for >= TEST_IDLE_AFTER {
                     conn.ping().await?;
                 }
                 Ok(true)
             })
         })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if dialect == Dialect::Sqlite {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+    };
+    options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            if dialect == Dialect::Sqlite {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                          PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
                          PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 16777216;",
-                    )
-                    .await?;
-                    conn.execute(
-                        format!(
-                            "PRAGMA cache_size = -{cache_kib}; \
+                )
+                .await?;
+                conn.execute(
+                    format!(
+                        "PRAGMA cache_size = -{cache_kib}; \
                              PRAGMA wal_autocheckpoint = {SQLITE_WRITER_AUTOCHECKPOINT}"
-                        )
-                        .as_str(),
                     )
-                    .await?;
-                }
-                Ok(())
-            })
+                    .as_str(),
+                )
+                .await?;
+            }
+            Ok(())
         })
+    })
 }
 
 /// Rolls back after a failed statement: `Ok(())` when it lost a race (unique key, deadlock)

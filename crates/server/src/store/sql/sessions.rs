@@ -783,20 +783,12 @@ mod tests {
     use futures_util::future::join_all;
 
     use super::*;
-    use crate::config::{DatabaseConfig, DatabaseUrl};
     use crate::store::UserStore as _;
 
     const NOW: i64 = 1_800_000_000;
 
     async fn store(dir: &tempfile::TempDir) -> SqlStore {
-        let config = DatabaseConfig {
-            url: DatabaseUrl::from(
-                format!("sqlite://{}", dir.path().join("s.db").display()).as_str(),
-            ),
-            acquire_timeout: Duration::from_secs(5),
-            ..DatabaseConfig::default()
-        };
-        SqlStore::connect(&config).await.unwrap()
+        SqlStore::sqlite_in(dir.path()).await
     }
 
     fn session(id: &str) -> Session {
@@ -928,7 +920,7 @@ mod tests {
         // The file alone, without its WAL: what checkpoints have copied into it.
         let file = format!(
             "sqlite://{}?mode=ro&immutable=1",
-            dir.path().join("s.db").display()
+            dir.path().join("wxauth.db").display()
         );
         let in_file = || async {
             let mut conn = sqlx::AnyConnection::connect(&file).await.unwrap();
