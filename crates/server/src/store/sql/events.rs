@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, Row as _};
 use tokio::sync::Notify;
 use wxauth_wechat::{AppId, OpenId};
 
-use super::{Dialect, SqlStore, store_error};
+use super::{Dialect, Query, SqlStore, store_error};
 use crate::events::{Event, Through};
 use crate::model::UserId;
 use crate::store::StoreError;
@@ -79,34 +79,100 @@ pub async fn insert(
     tx: &mut AnyConnection,
     event: &Event,
 ) -> Result<(), sqlx::Error> {
-    const INSERT: &str = "INSERT INTO events (id, type, user_id, occurred_at, created_ms, \
-                          payload) VALUES (?, ?, ?, ?, ?, ?)";
-    // The first attempt waits for the event to settle, so that an earlier event of the same
-    // person still being committed is seen first (see the module's comment).
-    const DELIVERY: &str = "INSERT INTO webhook_deliveries (endpoint, event_seq, user_id, \
-         state, attempts, next_attempt_ms, retry_from_ms, lease_until_ms) \
-         SELECT ?, seq, user_id, 'pending', 0, created_ms + ?, created_ms, 0 FROM events \
-         WHERE id = ?";
+    let endpoints = store.outbox.endpoints();
+    let settle_ms = store.settle_ms();
+    let inserts = Inserts::new(std::slice::from_ref(event), &endpoints, settle_ms);
     sqlx::query(store.q(INSERT))
         .bind(event.id.as_str())
         .bind(event.kind)
         .bind(event.user_id.as_str())
         .bind(event.occurred_at)
-        .bind(wall_ms())
+        .bind(inserts.created_ms)
         .bind(event.to_json())
         .execute(&mut *tx)
         .await?;
-    for endpoint in store.outbox.endpoints() {
-        if endpoint.takes(event.kind) {
-            sqlx::query(store.q(DELIVERY))
-                .bind(endpoint.url)
-                .bind(store.settle_ms())
-                .bind(event.id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+    for endpoint in inserts.endpoints_of(event) {
+        sqlx::query(store.q(DELIVERY))
+            .bind(endpoint.url.as_str())
+            .bind(settle_ms)
+            .bind(event.id.as_str())
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
+}
+
+const INSERT: &str = "INSERT INTO events (id, type, user_id, occurred_at, created_ms, payload) \
+                      VALUES (?, ?, ?, ?, ?, ?)";
+
+/// A delivery of an event to an endpoint. Its first attempt waits for the event to settle, so
+/// that an earlier event of the same person still being committed is seen first (see the
+/// module's comment).
+const DELIVERY: &str = "INSERT INTO webhook_deliveries (endpoint, event_seq, user_id, state, \
+     attempts, next_attempt_ms, retry_from_ms, lease_until_ms) \
+     SELECT ?, seq, user_id, 'pending', 0, created_ms + ?, created_ms, 0 FROM events \
+     WHERE id = ?";
+
+/// The statements that write some events and their deliveries, as part of one text of
+/// statements (SQLite runs a text's statements in order, in one execution): [`Inserts::sql`]
+/// appends them to the text, [`Inserts::bind`] binds their values in the same order.
+pub(super) struct Inserts<'a> {
+    events: &'a [Event],
+    endpoints: &'a [Endpoint],
+    settle_ms: i64,
+    created_ms: i64,
+}
+
+impl<'a> Inserts<'a> {
+    /// `endpoints` as [`Outbox::endpoints`] gives them; `settle_ms` as
+    /// [`SqlStore::settle_ms`].
+    pub(super) fn new(events: &'a [Event], endpoints: &'a [Endpoint], settle_ms: i64) -> Self {
+        Self {
+            events,
+            endpoints,
+            settle_ms,
+            created_ms: wall_ms(),
+        }
+    }
+
+    fn endpoints_of(&self, event: &'a Event) -> impl Iterator<Item = &'a Endpoint> + use<'a> {
+        self.endpoints.iter().filter(|e| e.takes(event.kind))
+    }
+
+    /// Appends the statements (each after a `; `).
+    pub(super) fn sql(&self, text: &mut String) {
+        for event in self.events {
+            text.push_str("; ");
+            text.push_str(INSERT);
+            for _ in self.endpoints_of(event) {
+                text.push_str("; ");
+                text.push_str(DELIVERY);
+            }
+        }
+    }
+
+    /// Binds the statements' values, in [`Inserts::sql`]'s order.
+    pub(super) fn bind<'q>(&self, mut query: Query<'q>) -> Query<'q>
+    where
+        'a: 'q,
+    {
+        for event in self.events {
+            query = query
+                .bind(event.id.as_str())
+                .bind(event.kind)
+                .bind(event.user_id.as_str())
+                .bind(event.occurred_at)
+                .bind(self.created_ms)
+                .bind(event.to_json());
+            for endpoint in self.endpoints_of(event) {
+                query = query
+                    .bind(endpoint.url.as_str())
+                    .bind(self.settle_ms)
+                    .bind(event.id.as_str());
+            }
+        }
+        query
+    }
 }
 
 /// The person behind an identity, inside a transaction.

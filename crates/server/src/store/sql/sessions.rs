@@ -8,7 +8,7 @@ use wxauth_wechat::{AppId, OpenId};
 
 use super::events::session_revoked;
 use super::users::{UserNames, joined_user_columns, user_from_named};
-use super::{SqlStore, corrupt, store_error};
+use super::{Query, SqlStore, corrupt, store_error};
 use crate::model::User;
 use crate::store::{
     AccessCheck, RefreshOutcome, Session, SessionRecord, SessionStore, StoreError, Successor,
@@ -21,6 +21,118 @@ macro_rules! session_columns {
         "s.id, s.app_id, s.openid, s.session_key, s.created_at, s.last_seen_at, s.expires_at, \
          s.revoked_at, s.user_agent, s.ip"
     };
+}
+
+/// The statements of a rotation after its claim, in the order they run. The access tokens
+/// it replaces: one already expired goes now, a live one expires now (and is kept for a
+/// logout until the purge, like any expired one).
+macro_rules! rotation_statements {
+    () => {
+        "DELETE FROM tokens WHERE session_id = ? AND kind = 'access' AND expires_at <= ?; \
+         UPDATE tokens SET expires_at = ? WHERE session_id = ? AND kind = 'access' \
+         AND expires_at > ?; \
+         INSERT INTO tokens (hash, session_id, kind, expires_at) \
+         VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?); \
+         UPDATE sessions SET last_seen_at = ? WHERE id = ?"
+    };
+}
+
+/// Keeps the pair a rotation gave, for a second use of its token within the grace.
+macro_rules! keep_successor {
+    () => {
+        "INSERT INTO refresh_grace (hash, session_id, successor, expires_at) VALUES (?, ?, ?, ?)"
+    };
+}
+
+/// The claim of a refresh token, its rotation statements decided.
+macro_rules! claim {
+    () => {
+        "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh'"
+    };
+}
+
+/// The writes of a rotation whose token was claimed (or, on SQLite, is to be), its session
+/// live: lifetimes already capped to the session's.
+struct Rotation<'a> {
+    hash: &'a str,
+    session_id: &'a str,
+    access: TokenEntry,
+    refresh: TokenEntry,
+    /// The kept pair (sealed) and until when.
+    successor: Option<(&'a str, i64)>,
+    now: i64,
+}
+
+impl<'a> Rotation<'a> {
+    /// SQLite: the claim and every write in one text, one hand-off to the connection's
+    /// thread (SQLite runs a text's statements in order; the caller's savepoint keeps them
+    /// all or none).
+    async fn write_at_once(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        const KEPT: &str = concat!(
+            claim!(),
+            "; ",
+            keep_successor!(),
+            "; ",
+            rotation_statements!()
+        );
+        const UNKEPT: &str = concat!(claim!(), "; ", rotation_statements!());
+        let claim = |query: Query<'a>| query.bind(self.now).bind(self.hash);
+        let query = match self.successor {
+            Some(successor) => self.bind_successor(claim(sqlx::query(KEPT)), successor),
+            None => claim(sqlx::query(UNKEPT)),
+        };
+        self.bind_statements(query).execute(conn).await?;
+        Ok(())
+    }
+
+    /// Elsewhere: one statement at a time (after the claim).
+    async fn write(&self, store: &SqlStore, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        if let Some(successor) = self.successor {
+            self.bind_successor(sqlx::query(store.q(keep_successor!())), successor)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for (i, sql) in rotation_statements!().split("; ").enumerate() {
+            let query = sqlx::query(store.q(sql));
+            let query = match i {
+                0 => query.bind(self.session_id).bind(self.now),
+                1 => query.bind(self.now).bind(self.session_id).bind(self.now),
+                2 => self.bind_tokens(query),
+                _ => query.bind(self.now).bind(self.session_id),
+            };
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    fn bind_successor(&self, query: Query<'a>, (sealed, until): (&'a str, i64)) -> Query<'a> {
+        query
+            .bind(self.hash)
+            .bind(self.session_id)
+            .bind(sealed)
+            .bind(until)
+    }
+
+    fn bind_tokens(&self, query: Query<'a>) -> Query<'a> {
+        query
+            .bind(self.access.hash.to_hex())
+            .bind(self.session_id)
+            .bind(self.access.expires_at)
+            .bind(self.refresh.hash.to_hex())
+            .bind(self.session_id)
+            .bind(self.refresh.expires_at)
+    }
+
+    /// Binds [`rotation_statements`] in order.
+    fn bind_statements(&self, query: Query<'a>) -> Query<'a> {
+        let query = query
+            .bind(self.session_id)
+            .bind(self.now)
+            .bind(self.now)
+            .bind(self.session_id)
+            .bind(self.now);
+        self.bind_tokens(query).bind(self.now).bind(self.session_id)
+    }
 }
 
 /// Why a session whose used refresh token came back was revoked.
@@ -159,33 +271,29 @@ impl SqlStore {
         const CLAIM: &str = "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh' \
                              AND used_at IS NULL AND expires_at > ?";
         const WITH_SESSION: &str = concat!(
-            "SELECT t.used_at, ",
+            "SELECT t.used_at, t.expires_at AS token_expires_at, ",
             session_columns!(),
             " FROM tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.hash = ? AND t.kind = 'refresh'"
         );
-        const TOUCH: &str = "UPDATE sessions SET last_seen_at = ? WHERE id = ?";
         const REPLAY: &str =
             "SELECT successor FROM refresh_grace WHERE hash = ? AND expires_at > ?";
-        // The access tokens this rotation replaces: one already expired goes now, a live one
-        // expires now (and is kept for a logout until the purge, like any expired one).
-        const DROP_EXPIRED_ACCESS: &str =
-            "DELETE FROM tokens WHERE session_id = ? AND kind = 'access' AND expires_at <= ?";
-        const EXPIRE_ACCESS: &str = "UPDATE tokens SET expires_at = ? WHERE session_id = ? \
-                                     AND kind = 'access' AND expires_at > ?";
-        const KEEP_SUCCESSOR: &str = "INSERT INTO refresh_grace (hash, session_id, successor, \
-                                      expires_at) VALUES (?, ?, ?, ?)";
         let hash = refresh.to_hex();
-        // Claim the token first: exactly one presenter can flip used_at.
-        let claimed = sqlx::query(self.q(CLAIM))
-            .bind(now)
-            .bind(&hash)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?
-            .rows_affected()
-            == 1;
+        // Exactly one presenter may use the token. On SQLite this transaction is the only
+        // writer from its `BEGIN IMMEDIATE` on, so what it reads stays true until it commits,
+        // and the claim is written with the rest of the rotation. Elsewhere the claim comes
+        // first: the one statement that flips used_at decides between concurrent presenters.
+        let sqlite = self.dialect == super::Dialect::Sqlite;
+        let claimed_first = !sqlite
+            && sqlx::query(self.q(CLAIM))
+                .bind(now)
+                .bind(&hash)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(store_error)?
+                .rows_affected()
+                == 1;
         let row = sqlx::query(self.q(WITH_SESSION))
             .bind(&hash)
             .fetch_optional(&mut *conn)
@@ -199,8 +307,14 @@ impl SqlStore {
         if session.revoked_at.is_some() {
             return Ok((RefreshOutcome::Revoked, false));
         }
+        let used_at: Option<i64> = row.try_get("used_at").map_err(store_error)?;
+        let claimed = if sqlite {
+            let token_expires_at: i64 = row.try_get("token_expires_at").map_err(store_error)?;
+            used_at.is_none() && token_expires_at > now
+        } else {
+            claimed_first
+        };
         if !claimed {
-            let used_at: Option<i64> = row.try_get("used_at").map_err(store_error)?;
             if used_at.is_none() {
                 return Ok((RefreshOutcome::Expired, false));
             }
@@ -245,37 +359,20 @@ impl SqlStore {
             expires_at: entry.expires_at.min(session.expires_at),
             ..entry
         };
-        sqlx::query(self.q(DROP_EXPIRED_ACCESS))
-            .bind(&session.id)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(self.q(EXPIRE_ACCESS))
-            .bind(now)
-            .bind(&session.id)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        if let Some(successor) = successor {
-            sqlx::query(self.q(KEEP_SUCCESSOR))
-                .bind(&hash)
-                .bind(&session.id)
-                .bind(&successor.sealed)
-                .bind(successor.expires_at.min(session.expires_at))
-                .execute(&mut *conn)
-                .await
-                .map_err(store_error)?;
+        let rotation = Rotation {
+            hash: &hash,
+            session_id: &session.id,
+            access: cap(new_access),
+            refresh: cap(new_refresh),
+            successor: successor.map(|s| (s.sealed.as_str(), s.expires_at.min(session.expires_at))),
+            now,
+        };
+        if sqlite {
+            rotation.write_at_once(conn).await
+        } else {
+            rotation.write(self, conn).await
         }
-        self.insert_tokens(&mut *conn, &session.id, cap(new_access), cap(new_refresh))
-            .await?;
-        sqlx::query(self.q(TOUCH))
-            .bind(now)
-            .bind(&session.id)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?;
+        .map_err(store_error)?;
         Ok((
             RefreshOutcome::Rotated(Session {
                 last_seen_at: now,
@@ -760,10 +857,7 @@ fn insert_sessions_sql(n: usize, committed: bool) -> String {
 
 /// Binds a session's columns in `INSERT INTO sessions` order (id, app_id, openid,
 /// session_key, created_at, last_seen_at, expires_at, user_agent, ip).
-fn bind_session<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    session: &'q Session,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+fn bind_session<'q>(query: Query<'q>, session: &'q Session) -> Query<'q> {
     query
         .bind(&session.id)
         .bind(session.app_id.as_str())

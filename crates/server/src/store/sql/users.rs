@@ -6,8 +6,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use wxauth_wechat::{AppId, OpenId, UnionId};
 
-use super::events::insert as emit;
-use super::{SqlStore, abandon, corrupt, is_deadlock, is_unique_violation, store_error};
+use super::events::{Inserts, insert as emit};
+use super::{
+    Dialect, Query, SqlStore, abandon, corrupt, is_deadlock, is_unique_violation, store_error,
+};
 use crate::events::{Event, Through};
 use crate::model::{Identity, MergeRule, Phone, Profile, ProfileUpdate, User, UserId, mask_phone};
 use crate::service::audit;
@@ -145,6 +147,26 @@ impl SqlStore {
                 Err(store_error(err))
             }
         }
+        fn bind_user<'q>(query: Query<'q>, user: &'q User, now: i64) -> Query<'q> {
+            query
+                .bind(user.id.as_str())
+                .bind(user.unionid.as_ref().map(UnionId::as_str))
+                .bind(now)
+                .bind(now)
+        }
+        fn bind_identity<'q>(
+            query: Query<'q>,
+            app_id: &'q AppId,
+            openid: &'q OpenId,
+            user_id: &'q UserId,
+            now: i64,
+        ) -> Query<'q> {
+            query
+                .bind(app_id.as_str())
+                .bind(openid.as_str())
+                .bind(user_id.as_str())
+                .bind(now)
+        }
         let existing = match unionid {
             Some(unionid) => sqlx::query(self.q(USER_BY_UNIONID))
                 .bind(unionid.as_str())
@@ -158,42 +180,16 @@ impl SqlStore {
             None => None,
         };
         let is_new_user = existing.is_none();
-        let user = match existing {
-            Some(user) => user,
-            None => {
-                let id = UserId::generate();
-                let inserted = sqlx::query(self.q(INSERT_USER))
-                    .bind(id.as_str())
-                    .bind(unionid.map(UnionId::as_str))
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await;
-                if let Err(err) = inserted {
-                    return lost_race(err);
-                }
-                // The row just written, as a read would give it back.
-                User {
-                    id,
-                    unionid: unionid.cloned(),
-                    profile: Profile::default(),
-                    phone: None,
-                    extra: None,
-                    created_at: now,
-                    updated_at: now,
-                }
-            }
-        };
-        let inserted = sqlx::query(self.q(INSERT_IDENTITY))
-            .bind(app_id.as_str())
-            .bind(openid.as_str())
-            .bind(user.id.as_str())
-            .bind(now)
-            .execute(&mut *conn)
-            .await;
-        if let Err(err) = inserted {
-            return lost_race(err);
-        }
+        // The row about to be written, as a read would give it back.
+        let user = existing.unwrap_or_else(|| User {
+            id: UserId::generate(),
+            unionid: unionid.cloned(),
+            profile: Profile::default(),
+            phone: None,
+            extra: None,
+            created_at: now,
+            updated_at: now,
+        });
         let through = Through { app_id, openid };
         let mut events = Vec::with_capacity(2);
         if is_new_user {
@@ -206,10 +202,49 @@ impl SqlStore {
             is_new_user,
             now,
         ));
-        for event in &events {
-            if let Err(err) = emit(self, &mut *conn, event).await {
-                return lost_race(err);
+        let written = if self.dialect == Dialect::Sqlite {
+            // SQLite: every statement in one text, one hand-off to the connection's thread
+            // (the caller's savepoint keeps all or none of them).
+            let endpoints = self.outbox.endpoints();
+            let inserts = Inserts::new(&events, &endpoints, self.settle_ms());
+            let mut sql = String::with_capacity(1024);
+            if is_new_user {
+                sql.push_str(INSERT_USER);
+                sql.push_str("; ");
             }
+            sql.push_str(INSERT_IDENTITY);
+            inserts.sql(&mut sql);
+            let mut query = sqlx::query(&sql);
+            if is_new_user {
+                query = bind_user(query, &user, now);
+            }
+            let query = bind_identity(query, app_id, openid, &user.id, now);
+            inserts.bind(query).execute(&mut *conn).await.map(drop)
+        } else {
+            async {
+                if is_new_user {
+                    bind_user(sqlx::query(self.q(INSERT_USER)), &user, now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                bind_identity(
+                    sqlx::query(self.q(INSERT_IDENTITY)),
+                    app_id,
+                    openid,
+                    &user.id,
+                    now,
+                )
+                .execute(&mut *conn)
+                .await?;
+                for event in &events {
+                    emit(self, &mut *conn, event).await?;
+                }
+                Ok(())
+            }
+            .await
+        };
+        if let Err(err) = written {
+            return lost_race(err);
         }
         Ok((
             Some(LoginOutcome {
@@ -700,5 +735,90 @@ mod tests {
         assert_eq!(after.phone, update.phone);
         assert_eq!(after.extra, user.extra);
         assert_eq!((after.created_at, after.updated_at), (10, 30));
+    }
+
+    /// The events of first logins, and a delivery per endpoint that takes each: on SQLite
+    /// all of them are written in one text with the person and the identity.
+    #[tokio::test]
+    async fn a_first_login_writes_its_events_and_a_delivery_for_each_endpoint_that_takes_one() {
+        use super::super::events::Endpoint;
+        use crate::store::UserStore as _;
+        const NOW: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::sqlite_in(dir.path()).await;
+        store.set_endpoints(vec![
+            Endpoint {
+                url: "https://all.example/hook".to_owned(),
+                types: None,
+            },
+            Endpoint {
+                url: "https://identities.example/hook".to_owned(),
+                types: Some(vec!["identity.created".to_owned()]),
+            },
+            Endpoint {
+                url: "https://merges.example/hook".to_owned(),
+                types: Some(vec!["person.merged".to_owned()]),
+            },
+        ]);
+        let unionid = UnionId::parse("u-one-person").unwrap();
+        let login = |app: &'static str, openid: &'static str| {
+            let (store, unionid) = (store.clone(), unionid.clone());
+            async move {
+                store
+                    .login(
+                        &AppId::parse(app).unwrap(),
+                        &OpenId::parse(openid).unwrap(),
+                        Some(&unionid),
+                        NOW,
+                        crate::service::people::merge,
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = login("wx1111111111111111", "o-first").await;
+        let second = login("wx2222222222222222", "o-second").await;
+        assert!(first.is_new_user && first.is_new_identity);
+        assert!(!second.is_new_user && second.is_new_identity);
+        assert_eq!(first.user.id, second.user.id);
+        assert_eq!(first.user.unionid.as_ref(), Some(&unionid));
+
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT e.type, e.user_id, d.endpoint FROM webhook_deliveries d \
+             JOIN events e ON e.seq = d.event_seq AND e.user_id = d.user_id \
+             ORDER BY d.event_seq, d.endpoint",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let id = first.user.id.as_str();
+        let row =
+            |kind: &str, endpoint: &str| (kind.to_owned(), id.to_owned(), endpoint.to_owned());
+        assert_eq!(
+            rows,
+            [
+                row("person.created", "https://all.example/hook"),
+                row("identity.created", "https://all.example/hook"),
+                row("identity.created", "https://identities.example/hook"),
+                row("identity.created", "https://all.example/hook"),
+                row("identity.created", "https://identities.example/hook"),
+            ]
+        );
+        let identities: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM identities WHERE user_id = ?")
+                .bind(id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(identities, 2);
+        let stored = store
+            .user_by_identity(
+                &AppId::parse("wx2222222222222222").unwrap(),
+                &OpenId::parse("o-second").unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, first.user);
     }
 }
