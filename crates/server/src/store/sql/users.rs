@@ -423,6 +423,49 @@ impl SqlStore {
         now: i64,
         merge: MergeRule,
     ) -> Result<Option<User>, StoreError> {
+        // On SQLite in the writer's group commit; elsewhere in a transaction of its own.
+        let user = if self.group.is_some() {
+            let (app_id, openid, update) = (app_id.clone(), openid.clone(), update.clone());
+            self.grouped(true, move |store, conn| {
+                let (app_id, openid, update) = (app_id.clone(), openid.clone(), update.clone());
+                Box::pin(async move {
+                    store
+                        .write_profile_in(conn, &app_id, &openid, &update, now)
+                        .await
+                })
+            })
+            .await?
+        } else {
+            let mut tx = self.begin().await?;
+            let outcome = self
+                .write_profile_in(&mut tx, app_id, openid, update, now)
+                .await;
+            let user = super::group::settle(tx, outcome).await?;
+            self.events_written();
+            user
+        };
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        if let (Some(unionid), None) = (unionid, &user.unionid) {
+            // A link may merge persons: read the result back.
+            self.link_unionid(&user.id, unionid, now, merge).await?;
+            return self.fetch_user_by_identity(app_id, openid).await;
+        }
+        // The row as the UPDATE left it, without reading it again.
+        Ok(Some(updated(user, update, now)))
+    }
+
+    /// A profile update inside the caller's transaction, with its events: the person as it
+    /// was before (`None`: no such identity, nothing written), and whether to keep it.
+    async fn write_profile_in(
+        &self,
+        conn: &mut AnyConnection,
+        app_id: &AppId,
+        openid: &OpenId,
+        update: &ProfileUpdate,
+        now: i64,
+    ) -> Result<(Option<User>, bool), StoreError> {
         const CURRENT: &str = concat!(
             "SELECT ",
             user_columns!(),
@@ -436,11 +479,10 @@ impl SqlStore {
              phone_country_code = COALESCE(?, phone_country_code), \
              phone_number = COALESCE(?, phone_number), extra = COALESCE(?, extra), \
              updated_at = ? WHERE id = ?";
-        let mut tx = self.begin().await?;
         let current = sqlx::query(self.q(CURRENT))
             .bind(app_id.as_str())
             .bind(openid.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(store_error)?;
         let Some(user) = current
@@ -449,8 +491,7 @@ impl SqlStore {
             .transpose()
             .map_err(store_error)?
         else {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(None);
+            return Ok((None, false));
         };
         let phone = update.phone.as_ref();
         sqlx::query(self.q(UPDATE))
@@ -466,28 +507,20 @@ impl SqlStore {
             .bind(update.extra.as_deref())
             .bind(now)
             .bind(user.id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
         let through = Through { app_id, openid };
         let fields = changed_fields(&user, update);
         if !fields.is_empty() {
             let event = Event::profile_updated(&user.id, through, &fields, now);
-            emit(self, &mut tx, &event).await.map_err(store_error)?;
+            emit(self, &mut *conn, &event).await.map_err(store_error)?;
         }
         if let Some(phone) = phone.filter(|p| user.phone.as_ref() != Some(*p)) {
             let event = Event::phone_bound(&user.id, through, &mask_phone(&phone.number), now);
-            emit(self, &mut tx, &event).await.map_err(store_error)?;
+            emit(self, &mut *conn, &event).await.map_err(store_error)?;
         }
-        tx.commit().await.map_err(store_error)?;
-        self.events_written();
-        if let (Some(unionid), None) = (unionid, &user.unionid) {
-            // A link may merge persons: read the result back.
-            self.link_unionid(&user.id, unionid, now, merge).await?;
-            return self.fetch_user_by_identity(app_id, openid).await;
-        }
-        // The row as the UPDATE left it, without reading it again.
-        Ok(Some(updated(user, update, now)))
+        Ok((Some(user), true))
     }
 }
 
