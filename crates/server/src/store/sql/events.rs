@@ -79,25 +79,20 @@ pub async fn insert(
     tx: &mut AnyConnection,
     event: &Event,
 ) -> Result<(), sqlx::Error> {
-    let endpoints = store.outbox.endpoints();
-    let settle_ms = store.settle_ms();
-    let inserts = Inserts::new(std::slice::from_ref(event), &endpoints, settle_ms);
-    sqlx::query(store.q(INSERT))
-        .bind(event.id.as_str())
-        .bind(event.kind)
-        .bind(event.user_id.as_str())
-        .bind(event.occurred_at)
-        .bind(inserts.created_ms)
-        .bind(event.to_json())
+    bind_event(sqlx::query(store.q(INSERT)), event, wall_ms())
         .execute(&mut *tx)
         .await?;
-    for endpoint in inserts.endpoints_of(event) {
-        sqlx::query(store.q(DELIVERY))
-            .bind(endpoint.url.as_str())
-            .bind(settle_ms)
-            .bind(event.id.as_str())
+    for endpoint in store.outbox.endpoints() {
+        if endpoint.takes(event.kind) {
+            bind_delivery(
+                sqlx::query(store.q(DELIVERY)),
+                &endpoint.url,
+                store.settle_ms(),
+                event,
+            )
             .execute(&mut *tx)
             .await?;
+        }
     }
     Ok(())
 }
@@ -157,22 +152,34 @@ impl<'a> Inserts<'a> {
         'a: 'q,
     {
         for event in self.events {
-            query = query
-                .bind(event.id.as_str())
-                .bind(event.kind)
-                .bind(event.user_id.as_str())
-                .bind(event.occurred_at)
-                .bind(self.created_ms)
-                .bind(event.to_json());
+            query = bind_event(query, event, self.created_ms);
             for endpoint in self.endpoints_of(event) {
-                query = query
-                    .bind(endpoint.url.as_str())
-                    .bind(self.settle_ms)
-                    .bind(event.id.as_str());
+                query = bind_delivery(query, &endpoint.url, self.settle_ms, event);
             }
         }
         query
     }
+}
+
+/// Binds [`INSERT`]'s values.
+fn bind_event<'q>(query: Query<'q>, event: &'q Event, created_ms: i64) -> Query<'q> {
+    query
+        .bind(event.id.as_str())
+        .bind(event.kind)
+        .bind(event.user_id.as_str())
+        .bind(event.occurred_at)
+        .bind(created_ms)
+        .bind(event.to_json())
+}
+
+/// Binds [`DELIVERY`]'s values.
+fn bind_delivery<'q>(
+    query: Query<'q>,
+    endpoint: &'q str,
+    settle_ms: i64,
+    event: &'q Event,
+) -> Query<'q> {
+    query.bind(endpoint).bind(settle_ms).bind(event.id.as_str())
 }
 
 /// The person behind an identity, inside a transaction.

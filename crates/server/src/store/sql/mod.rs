@@ -86,18 +86,15 @@ pub fn rewrite(dialect: Dialect, sql: &str) -> String {
     }
 }
 
-/// A query with its arguments, as [`SqlStore::write_one`] binds it.
 /// A query with its values bound, borrowing them for `'q`.
 pub(super) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
 
+/// A query with its arguments, as [`SqlStore::write_one`] binds it.
 type AnyQuery = Query<'static>;
 
-/// A text in a dialect, by its address and length.
-type TextKey = (Dialect, usize, usize);
-
-/// Queries rewritten for a dialect, by the address and length of their text: a fixed, small
-/// set.
-static REWRITTEN: LazyLock<RwLock<HashMap<TextKey, &'static str>>> = LazyLock::new(RwLock::default);
+/// Queries rewritten for a dialect, by the address of their text: a fixed, small set.
+static REWRITTEN: LazyLock<RwLock<HashMap<(Dialect, usize), &'static str>>> =
+    LazyLock::new(RwLock::default);
 
 /// Users and sessions in one SQL database. Cheap to clone (a pool handle).
 ///
@@ -235,8 +232,7 @@ impl SqlStore {
         if unchanged {
             return sql;
         }
-        // By address and length: a statement may be a slice of a longer text.
-        let key = (self.dialect, sql.as_ptr() as usize, sql.len());
+        let key = (self.dialect, sql.as_ptr() as usize);
         if let Some(done) = REWRITTEN
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -23,17 +23,10 @@ macro_rules! session_columns {
     };
 }
 
-/// The statements of a rotation after its claim, in the order they run. The access tokens
-/// it replaces: one already expired goes now, a live one expires now (and is kept for a
-/// logout until the purge, like any expired one).
-macro_rules! rotation_statements {
+/// The claim of a refresh token, once its rotation is decided.
+macro_rules! claim_decided {
     () => {
-        "DELETE FROM tokens WHERE session_id = ? AND kind = 'access' AND expires_at <= ?; \
-         UPDATE tokens SET expires_at = ? WHERE session_id = ? AND kind = 'access' \
-         AND expires_at > ?; \
-         INSERT INTO tokens (hash, session_id, kind, expires_at) \
-         VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?); \
-         UPDATE sessions SET last_seen_at = ? WHERE id = ?"
+        "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh'"
     };
 }
 
@@ -44,11 +37,48 @@ macro_rules! keep_successor {
     };
 }
 
-/// The claim of a refresh token, its rotation statements decided.
-macro_rules! claim {
+/// The access tokens a rotation replaces: one already expired goes now, a live one expires
+/// now (and is kept for a logout until the purge, like any expired one).
+macro_rules! drop_expired_access {
     () => {
-        "UPDATE tokens SET used_at = ? WHERE hash = ? AND kind = 'refresh'"
+        "DELETE FROM tokens WHERE session_id = ? AND kind = 'access' AND expires_at <= ?"
     };
+}
+macro_rules! expire_access {
+    () => {
+        "UPDATE tokens SET expires_at = ? WHERE session_id = ? AND kind = 'access' \
+         AND expires_at > ?"
+    };
+}
+
+/// A session's new pair of tokens.
+macro_rules! insert_token_pair {
+    () => {
+        "INSERT INTO tokens (hash, session_id, kind, expires_at) \
+         VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)"
+    };
+}
+
+macro_rules! touch {
+    () => {
+        "UPDATE sessions SET last_seen_at = ? WHERE id = ?"
+    };
+}
+
+/// Binds [`insert_token_pair`]'s values.
+fn bind_token_pair<'q>(
+    query: Query<'q>,
+    session_id: &'q str,
+    access: &TokenEntry,
+    refresh: &TokenEntry,
+) -> Query<'q> {
+    query
+        .bind(access.hash.to_hex())
+        .bind(session_id)
+        .bind(access.expires_at)
+        .bind(refresh.hash.to_hex())
+        .bind(session_id)
+        .bind(refresh.expires_at)
 }
 
 /// The writes of a rotation whose token was claimed (or, on SQLite, is to be), its session
@@ -69,43 +99,65 @@ impl<'a> Rotation<'a> {
     /// all or none).
     async fn write_at_once(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         const KEPT: &str = concat!(
-            claim!(),
+            claim_decided!(),
             "; ",
             keep_successor!(),
             "; ",
-            rotation_statements!()
+            drop_expired_access!(),
+            "; ",
+            expire_access!(),
+            "; ",
+            insert_token_pair!(),
+            "; ",
+            touch!()
         );
-        const UNKEPT: &str = concat!(claim!(), "; ", rotation_statements!());
-        let claim = |query: Query<'a>| query.bind(self.now).bind(self.hash);
+        const UNKEPT: &str = concat!(
+            claim_decided!(),
+            "; ",
+            drop_expired_access!(),
+            "; ",
+            expire_access!(),
+            "; ",
+            insert_token_pair!(),
+            "; ",
+            touch!()
+        );
         let query = match self.successor {
-            Some(successor) => self.bind_successor(claim(sqlx::query(KEPT)), successor),
-            None => claim(sqlx::query(UNKEPT)),
+            Some(successor) => self.keep(self.claim(sqlx::query(KEPT)), successor),
+            None => self.claim(sqlx::query(UNKEPT)),
         };
-        self.bind_statements(query).execute(conn).await?;
+        let query = self.expire(self.drop_expired(query));
+        self.touch(self.tokens(query)).execute(conn).await?;
         Ok(())
     }
 
     /// Elsewhere: one statement at a time (after the claim).
     async fn write(&self, store: &SqlStore, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         if let Some(successor) = self.successor {
-            self.bind_successor(sqlx::query(store.q(keep_successor!())), successor)
+            self.keep(sqlx::query(store.q(keep_successor!())), successor)
                 .execute(&mut *conn)
                 .await?;
         }
-        for (i, sql) in rotation_statements!().split("; ").enumerate() {
-            let query = sqlx::query(store.q(sql));
-            let query = match i {
-                0 => query.bind(self.session_id).bind(self.now),
-                1 => query.bind(self.now).bind(self.session_id).bind(self.now),
-                2 => self.bind_tokens(query),
-                _ => query.bind(self.now).bind(self.session_id),
-            };
-            query.execute(&mut *conn).await?;
-        }
+        self.drop_expired(sqlx::query(store.q(drop_expired_access!())))
+            .execute(&mut *conn)
+            .await?;
+        self.expire(sqlx::query(store.q(expire_access!())))
+            .execute(&mut *conn)
+            .await?;
+        self.tokens(sqlx::query(store.q(insert_token_pair!())))
+            .execute(&mut *conn)
+            .await?;
+        self.touch(sqlx::query(store.q(touch!())))
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 
-    fn bind_successor(&self, query: Query<'a>, (sealed, until): (&'a str, i64)) -> Query<'a> {
+    fn claim(&self, query: Query<'a>) -> Query<'a> {
+        query.bind(self.now).bind(self.hash)
+    }
+
+    fn keep(&self, query: Query<'a>, (sealed, until): (&'a str, i64)) -> Query<'a> {
         query
             .bind(self.hash)
             .bind(self.session_id)
@@ -113,25 +165,20 @@ impl<'a> Rotation<'a> {
             .bind(until)
     }
 
-    fn bind_tokens(&self, query: Query<'a>) -> Query<'a> {
-        query
-            .bind(self.access.hash.to_hex())
-            .bind(self.session_id)
-            .bind(self.access.expires_at)
-            .bind(self.refresh.hash.to_hex())
-            .bind(self.session_id)
-            .bind(self.refresh.expires_at)
+    fn drop_expired(&self, query: Query<'a>) -> Query<'a> {
+        query.bind(self.session_id).bind(self.now)
     }
 
-    /// Binds [`rotation_statements`] in order.
-    fn bind_statements(&self, query: Query<'a>) -> Query<'a> {
-        let query = query
-            .bind(self.session_id)
-            .bind(self.now)
-            .bind(self.now)
-            .bind(self.session_id)
-            .bind(self.now);
-        self.bind_tokens(query).bind(self.now).bind(self.session_id)
+    fn expire(&self, query: Query<'a>) -> Query<'a> {
+        query.bind(self.now).bind(self.session_id).bind(self.now)
+    }
+
+    fn tokens(&self, query: Query<'a>) -> Query<'a> {
+        bind_token_pair(query, self.session_id, &self.access, &self.refresh)
+    }
+
+    fn touch(&self, query: Query<'a>) -> Query<'a> {
+        query.bind(self.now).bind(self.session_id)
     }
 }
 
@@ -244,18 +291,15 @@ impl SqlStore {
         access: TokenEntry,
         refresh: TokenEntry,
     ) -> Result<(), StoreError> {
-        const INSERT: &str = "INSERT INTO tokens (hash, session_id, kind, expires_at) \
-                              VALUES (?, ?, 'access', ?), (?, ?, 'refresh', ?)";
-        sqlx::query(self.q(INSERT))
-            .bind(access.hash.to_hex())
-            .bind(session_id)
-            .bind(access.expires_at)
-            .bind(refresh.hash.to_hex())
-            .bind(session_id)
-            .bind(refresh.expires_at)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?;
+        bind_token_pair(
+            sqlx::query(self.q(insert_token_pair!())),
+            session_id,
+            &access,
+            &refresh,
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 
@@ -809,13 +853,7 @@ pub(crate) async fn insert_sessions_in(
         query = bind_session(query, &new.session);
     }
     for new in new {
-        query = query
-            .bind(new.access.hash.to_hex())
-            .bind(&new.session.id)
-            .bind(new.access.expires_at)
-            .bind(new.refresh.hash.to_hex())
-            .bind(&new.session.id)
-            .bind(new.refresh.expires_at);
+        query = bind_token_pair(query, &new.session.id, &new.access, &new.refresh);
     }
     query.execute(conn).await?;
     Ok(())

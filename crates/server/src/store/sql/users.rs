@@ -424,26 +424,17 @@ impl SqlStore {
         merge: MergeRule,
     ) -> Result<Option<User>, StoreError> {
         // On SQLite in the writer's group commit; elsewhere in a transaction of its own.
-        let user = if self.group.is_some() {
-            let (app_id, openid, update) = (app_id.clone(), openid.clone(), update.clone());
-            self.grouped(true, move |store, conn| {
-                let (app_id, openid, update) = (app_id.clone(), openid.clone(), update.clone());
+        let (app, open, change) = (app_id.clone(), openid.clone(), update.clone());
+        let user = self
+            .grouped(true, move |store, conn| {
+                let (app_id, openid, update) = (app.clone(), open.clone(), change.clone());
                 Box::pin(async move {
                     store
                         .write_profile_in(conn, &app_id, &openid, &update, now)
                         .await
                 })
             })
-            .await?
-        } else {
-            let mut tx = self.begin().await?;
-            let outcome = self
-                .write_profile_in(&mut tx, app_id, openid, update, now)
-                .await;
-            let user = super::group::settle(tx, outcome).await?;
-            self.events_written();
-            user
-        };
+            .await?;
         let Some(user) = user else {
             return Ok(None);
         };
