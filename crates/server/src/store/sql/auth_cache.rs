@@ -33,6 +33,10 @@ pub const TOUCH_EVERY: i64 = 60;
 /// room for as many distinct tokens a second); beyond, the stale ones go, or else all.
 const CAPACITY: usize = 16_384;
 
+/// Every this many entries, a fill first drops the stale ones: what a burst of requests left
+/// behind does not outlive it by more than this many entries (about a kilobyte each).
+const SWEEP_EVERY: usize = 1024;
+
 /// A live token's session and person, as read in generation `generation`.
 struct Entry {
     generation: u64,
@@ -80,15 +84,34 @@ impl AuthCache {
         }
     }
 
+    /// Tokens kept (fresh or not yet swept).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// The generation a reader takes before it reads.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// A committed write may have changed a session or a person: nothing read before it is
-    /// served again.
+    /// served again, and what was kept is let go.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        // Taken under the locks, dropped after them.
+        let entries =
+            std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));
+        let identities = std::mem::take(
+            &mut *self
+                .identities
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        drop((entries, identities));
     }
 
     /// The cached answer for a token at `now`, when there is a fresh one.
@@ -127,12 +150,9 @@ impl AuthCache {
             .identities
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if cached.len() >= CAPACITY {
-            cached.retain(|_, e| e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN);
-            if cached.len() >= CAPACITY {
-                cached.clear();
-            }
-        }
+        make_room(&mut cached, |e| {
+            e.generation == generation && e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN
+        });
         cached.insert(
             user_id.clone(),
             Identities {
@@ -156,12 +176,9 @@ impl AuthCache {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= CAPACITY {
-            entries.retain(|_, e| e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN);
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
-        }
+        make_room(&mut entries, |e| {
+            e.generation == generation && e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN
+        });
         entries.insert(
             hash,
             Entry {
@@ -172,6 +189,18 @@ impl AuthCache {
                 user: user.clone(),
             },
         );
+    }
+}
+
+/// Before an insert: every [`SWEEP_EVERY`] entries the stale ones go; at [`CAPACITY`], all of
+/// them if none is stale.
+fn make_room<K, V>(map: &mut HashMap<K, V>, fresh: impl Fn(&V) -> bool) {
+    let len = map.len();
+    if len > 0 && len % SWEEP_EVERY == 0 {
+        map.retain(|_, v| fresh(v));
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
     }
 }
 
@@ -268,6 +297,36 @@ mod tests {
             None,
             "a read older than a write is not kept"
         );
+    }
+
+    #[test]
+    fn a_write_lets_go_of_what_was_kept_and_stale_entries_are_swept() {
+        let cache = AuthCache::new();
+        let generation = cache.generation();
+        for i in 0..10u8 {
+            cache.fill(TokenHash([i; 32]), generation, &valid(100, 500), &user());
+        }
+        assert_eq!(cache.len(), 10);
+        cache.invalidate();
+        assert_eq!(cache.len(), 0, "nothing read before the write is kept");
+
+        // Entries of an older generation, left by fills that raced a write, go at the next
+        // sweep.
+        let old = cache.generation();
+        for i in 0..SWEEP_EVERY {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&i.to_le_bytes());
+            cache.fill(TokenHash(hash), old, &valid(100, 500), &user());
+        }
+        assert_eq!(cache.len(), SWEEP_EVERY);
+        cache.generation.fetch_add(1, Ordering::AcqRel);
+        cache.fill(
+            TokenHash([0xff; 32]),
+            cache.generation(),
+            &valid(100, 500),
+            &user(),
+        );
+        assert_eq!(cache.len(), 1, "the stale entries went");
     }
 
     #[test]
