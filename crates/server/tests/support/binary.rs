@@ -76,6 +76,19 @@ pub async fn serve_two_apps_with_admin(
     .await
 }
 
+/// A `wx.login` code of the demo app for `user`, from the simulator at `sim_url`.
+pub async fn code(http: &reqwest::Client, sim_url: &str, user: &str) -> String {
+    let response = http
+        .post(format!("{sim_url}/sim/login"))
+        .json(&json!({ "appid": DEMO_APP_ID, "user": user }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let v: Value = response.json().await.unwrap();
+    v["code"].as_str().unwrap().to_owned()
+}
+
 /// A running `wxauth serve`.
 pub struct Wxauth {
     child: Child,
@@ -173,10 +186,7 @@ impl Wxauth {
 
     /// A `wx.login` code for `user`.
     pub async fn code(&self, user: &str) -> String {
-        let v = self
-            .sim("/sim/login", json!({ "appid": DEMO_APP_ID, "user": user }))
-            .await;
-        v["code"].as_str().unwrap().to_owned()
+        code(&self.http, &self.sim_url, user).await
     }
 
     /// The next `times` calls to a WeChat path answer `errcode`.
@@ -242,6 +252,11 @@ impl Wxauth {
             "{}/metrics",
             self.metrics_url.as_deref().unwrap_or(&self.url)
         )
+    }
+
+    /// `kill -9`: the process ends at once, whatever it was doing.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit.
