@@ -18,8 +18,6 @@ use backend::{Sql, TestBackend};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wechat_sim::DEMO_APP_ID;
-
-const APP: &str = DEMO_APP_ID;
 /// Clients writing at once.
 const WRITERS: usize = 16;
 /// Answered writes before the kill.
@@ -62,21 +60,24 @@ async fn write_until_killed(
             &http,
             &api,
             "/v1/auth/login",
-            json!({ "code": code, "app_id": APP }),
+            json!({ "code": code, "app_id": DEMO_APP_ID }),
         )
         .await
         else {
             return true;
         };
-        let user_id = login["user"]["id"].as_str().unwrap().to_owned();
         let mut latest = Answered {
-            user_id: user_id.clone(),
+            user_id: login["user"]["id"].as_str().unwrap().to_owned(),
             access: login["access_token"].as_str().unwrap().to_owned(),
             refresh: login["refresh_token"].as_str().unwrap().to_owned(),
             refreshed: false,
         };
         // The login alone counts as answered until its refresh is.
-        answered.lock().unwrap().push(latest.clone());
+        let index = {
+            let mut answered = answered.lock().unwrap();
+            answered.push(latest.clone());
+            answered.len() - 1
+        };
         let Some(pair) = post(
             &http,
             &api,
@@ -90,13 +91,7 @@ async fn write_until_killed(
         latest.access = pair["access_token"].as_str().unwrap().to_owned();
         latest.refresh = pair["refresh_token"].as_str().unwrap().to_owned();
         latest.refreshed = true;
-        let mut answered = answered.lock().unwrap();
-        let last = answered
-            .iter_mut()
-            .rev()
-            .find(|a| a.user_id == user_id)
-            .unwrap();
-        *last = latest;
+        answered.lock().unwrap()[index] = latest;
     }
     unreachable!("a client writes until it is stopped or cut off")
 }

@@ -107,8 +107,9 @@ pub struct Wxauth {
 pub async fn serve(backend: &TestBackend, sim: &SimHandle, settings: &[(&str, &str)]) -> Wxauth {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wxauth"));
     command.arg("serve").current_dir(backend.dir());
+    // The test runner's own settings and allocator tunables stay out of the process.
     for (key, _) in std::env::vars() {
-        if key.starts_with("WXAUTH_") {
+        if key.starts_with("WXAUTH_") || key.starts_with("MALLOC_") {
             command.env_remove(key);
         }
     }
@@ -252,6 +253,11 @@ impl Wxauth {
             "{}/metrics",
             self.metrics_url.as_deref().unwrap_or(&self.url)
         )
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
     }
 
     /// `kill -9`: the process ends at once, whatever it was doing.

@@ -192,11 +192,11 @@ impl AuthCache {
     }
 }
 
-/// Before an insert: every [`SWEEP_EVERY`] entries the stale ones go; at [`CAPACITY`], all of
-/// them if none is stale.
+/// Before an insert: every [`SWEEP_EVERY`] entries, and at [`CAPACITY`], the stale ones go; at
+/// [`CAPACITY`] with none stale, all of them.
 fn make_room<K, V>(map: &mut HashMap<K, V>, fresh: impl Fn(&V) -> bool) {
     let len = map.len();
-    if len > 0 && len % SWEEP_EVERY == 0 {
+    if len >= CAPACITY || (len > 0 && len % SWEEP_EVERY == 0) {
         map.retain(|_, v| fresh(v));
         if map.len() >= CAPACITY {
             map.clear();
