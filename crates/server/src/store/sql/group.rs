@@ -148,10 +148,12 @@ fn stopped() -> StoreError {
 /// file system syncs, the writer's own writes to the WAL slow down. Measured on SQLite at half
 /// the peak login rate, the p99 of a login was about 10 ms with checkpoints every 10 ms, 13 ms
 /// every 25 ms, 15 ms every 50 ms and 17–26 ms every 100 ms, with the same peak. With the
-/// database file synced after each checkpoint, 3 ms against 10 ms over five runs each: p99
-/// at half the peak 4.7–6.5 ms (10 ms: 5.7–6.9), with 4 connections 3.7–4.1 ms (4.8–5.5).
-/// A checkpoint starts only after the last one ended, and only when something was committed
-/// since.
+/// database file synced after each checkpoint, 3 ms against 10 ms over eight runs each: the
+/// p99 with 4 connections lower in every run (3.7–5.5 ms against 4.8–6.4, and once 43), at
+/// half the peak lower in five of eight (4.7–7.3 ms against 5.7–7.3, and once 17), the peak
+/// unchanged, for about 10% more CPU per login below the peak (hot pages are copied more
+/// often). A checkpoint starts only after the last one ended, and only when something was
+/// committed since.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(3);
 
 /// Copies what the writer committed from the WAL into the database file (a passive
