@@ -172,12 +172,13 @@ const CHECKPOINT_AFTER: Duration = Duration::from_millis(3);
 /// 9 ms of `fdatasync` on the writer about once a second, with every queued login waiting
 /// behind it (the p99 of a login at half the peak was 12–15 ms). Synced here after each
 /// checkpoint, off the writer, what is left for that last sync takes about 1 ms (the p99 at
-/// half the peak 6 ms).
-/// Syncing only makes what SQLite wrote durable sooner; it changes nothing SQLite relies on.
+/// half the peak 6 ms). Syncing only makes what SQLite wrote durable sooner; it changes
+/// nothing SQLite relies on.
 ///
 /// Ends with the queue.
 async fn checkpoints(readers: AnyPool, queue: mpsc::WeakSender<Request>, written: Arc<Notify>) {
     let file = database_file(&readers).await;
+    let mut failing = false;
     loop {
         // A commit since the last checkpoint began (or the queue's end) leaves a permit.
         written.notified().await;
@@ -193,12 +194,23 @@ async fn checkpoints(readers: AnyPool, queue: mpsc::WeakSender<Request>, written
         }
         if let Some(file) = &file {
             let file = file.clone();
-            match tokio::task::spawn_blocking(move || file.sync_data()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::warn!(error = %err, "syncing the database file failed"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "syncing the database file did not finish")
+            let synced = match tokio::task::spawn_blocking(move || file.sync_data()).await {
+                Ok(result) => result,
+                Err(err) => Err(std::io::Error::other(err)),
+            };
+            // Told once when syncing starts failing (SQLite's own writes will fail too), and
+            // once when it works again, not every few milliseconds in between.
+            match synced {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("syncing the database file works again");
                 }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "syncing the database file failed");
+                }
+                Err(_) => {}
             }
         }
     }
