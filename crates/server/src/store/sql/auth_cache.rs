@@ -192,13 +192,15 @@ impl AuthCache {
     }
 }
 
-/// Before an insert: every [`SWEEP_EVERY`] entries, and at [`CAPACITY`], the stale ones go; at
-/// [`CAPACITY`] with none stale, all of them.
+/// Before an insert: every [`SWEEP_EVERY`] entries, and at [`CAPACITY`], the stale ones go; and
+/// all of them when that leaves less than [`SWEEP_EVERY`] entries of room, so that the next
+/// sweep is that many inserts away (a map at capacity with a few stale entries would otherwise
+/// be swept on every insert).
 fn make_room<K, V>(map: &mut HashMap<K, V>, fresh: impl Fn(&V) -> bool) {
     let len = map.len();
     if len >= CAPACITY || (len > 0 && len % SWEEP_EVERY == 0) {
         map.retain(|_, v| fresh(v));
-        if map.len() >= CAPACITY {
+        if map.len() > CAPACITY - SWEEP_EVERY {
             map.clear();
         }
     }
@@ -327,6 +329,26 @@ mod tests {
             &user(),
         );
         assert_eq!(cache.len(), 1, "the stale entries went");
+    }
+
+    #[test]
+    fn a_full_cache_with_a_few_stale_entries_makes_room_for_many() {
+        // Entries go stale oldest first (by age): at capacity, those older than a second may be
+        // only a few. The map's values here say whether an entry is fresh.
+        let mut map: HashMap<usize, bool> = (0..CAPACITY).map(|i| (i, i >= 10)).collect();
+        make_room(&mut map, |fresh| *fresh);
+        assert!(
+            map.is_empty(),
+            "ten stale entries gone would leave room for ten: all went ({} kept)",
+            map.len()
+        );
+        let mut map: HashMap<usize, bool> = (0..CAPACITY).map(|i| (i, i >= SWEEP_EVERY)).collect();
+        make_room(&mut map, |fresh| *fresh);
+        assert_eq!(
+            map.len(),
+            CAPACITY - SWEEP_EVERY,
+            "room enough: the fresh stay"
+        );
     }
 
     #[test]
