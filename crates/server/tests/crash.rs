@@ -78,14 +78,7 @@ async fn write_until_killed(
             answered.push(latest.clone());
             answered.len() - 1
         };
-        let Some(pair) = post(
-            &http,
-            &api,
-            "/v1/auth/refresh",
-            json!({ "refresh_token": latest.refresh }),
-        )
-        .await
-        else {
+        let Some(pair) = refresh(&http, &api, &latest.refresh).await else {
             return true;
         };
         latest.access = pair["access_token"].as_str().unwrap().to_owned();
@@ -108,6 +101,17 @@ async fn post(http: &reqwest::Client, api: &str, path: &str, body: Value) -> Opt
     let body: Value = response.json().await.ok()?;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     Some(body)
+}
+
+/// A refresh of `token`: the new pair; `None` when the request was cut off.
+async fn refresh(http: &reqwest::Client, api: &str, token: &str) -> Option<Value> {
+    post(
+        http,
+        api,
+        "/v1/auth/refresh",
+        json!({ "refresh_token": token }),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -155,14 +159,9 @@ async fn kill_9_during_a_burst_of_logins_and_refreshes_loses_nothing_answered() 
         } else {
             // The refresh was cut off: committed or not, the login's refresh token still gets
             // a working pair (the same one again within the grace period when it was).
-            let pair = post(
-                &http,
-                &on.url,
-                "/v1/auth/refresh",
-                json!({ "refresh_token": a.refresh }),
-            )
-            .await
-            .expect("the refresh token of an answered login rotates");
+            let pair = refresh(&http, &on.url, &a.refresh)
+                .await
+                .expect("the refresh token of an answered login rotates");
             pair["access_token"].as_str().unwrap().to_owned()
         };
         let me = http
@@ -177,14 +176,9 @@ async fn kill_9_during_a_burst_of_logins_and_refreshes_loses_nothing_answered() 
     }
     // The newest refresh token of each is the one that works: a sample, each once.
     for a in answered.iter().filter(|a| a.refreshed).step_by(10) {
-        post(
-            &http,
-            &on.url,
-            "/v1/auth/refresh",
-            json!({ "refresh_token": a.refresh }),
-        )
-        .await
-        .expect("the answered refresh token rotates");
+        refresh(&http, &on.url, &a.refresh)
+            .await
+            .expect("the answered refresh token rotates");
     }
     // Every person has their identity: nothing half-written.
     assert_eq!(
