@@ -29,6 +29,7 @@ mod auth_cache;
 mod codes;
 pub mod events;
 mod group;
+mod readers;
 mod sessions;
 mod stats;
 mod users;
@@ -106,6 +107,8 @@ static REWRITTEN: LazyLock<RwLock<HashMap<(Dialect, usize), &'static str>>> =
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// On SQLite, the reading connections of the hot reads ([`SqlStore::reader`]).
+    readers: Option<Arc<readers::Readers>>,
     /// On SQLite, the one connection that writes ([`SqlStore::writer`]).
     writer: Option<AnyPool>,
     dialect: Dialect,
@@ -138,22 +141,43 @@ impl SqlStore {
         };
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("Failed to parse database.url {}", config.url.masked()))?;
-        let pool = pool_options(
-            config,
-            dialect,
-            config.max_connections,
-            SQLITE_READER_CACHE_KIB,
-        )
-        .connect_with(options.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "Failed to connect to the database {} (is it running, and does the \
+        // On SQLite the hot reads have connections of their own (`readers`): the pool serves
+        // the rest (migrations, checkpoints, the operator's reads) with a few.
+        let pooled = match dialect {
+            Dialect::Sqlite => config.max_connections.min(SQLITE_POOLED),
+            _ => config.max_connections,
+        };
+        let pool = pool_options(config, dialect, pooled, SQLITE_READER_CACHE_KIB)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "Failed to connect to the database {} (is it running, and does the \
                      database exist?)",
-                config.url.masked()
-            )
-        })?;
+                    config.url.masked()
+                )
+            })?;
         super::migrate::run(&pool, dialect, migrator(dialect)).await?;
+        let readers = match dialect {
+            Dialect::Sqlite => {
+                let mut connections = Vec::new();
+                for _ in 0..config.max_connections {
+                    let mut conn =
+                        AnyConnection::connect_with(&options)
+                            .await
+                            .with_context(|| {
+                                format!("Failed to open the database {}", config.url.masked())
+                            })?;
+                    sqlite_settings(&mut conn, SQLITE_READER_CACHE_KIB).await?;
+                    connections.push(conn);
+                }
+                Some(Arc::new(readers::Readers::new(
+                    connections,
+                    config.acquire_timeout,
+                )))
+            }
+            _ => None,
+        };
         // SQLite takes one writer at a time: writers queue for one connection in the order
         // they came, instead of racing for the file lock and sleeping in SQLite's busy
         // handler (the tail latency of every write).
@@ -181,6 +205,7 @@ impl SqlStore {
         });
         Ok(Self {
             pool,
+            readers,
             writer,
             dialect,
             auth_cache,
@@ -210,6 +235,21 @@ impl SqlStore {
     /// The pool (for the WeChat token cache, which shares the database).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for one read on the hot paths (a login, an access token's check): on
+    /// SQLite one of the reading connections kept out of the pool (see [`readers`]),
+    /// elsewhere one from the pool.
+    pub(crate) async fn reader(&self) -> Result<readers::ReadConn<'_>, StoreError> {
+        match &self.readers {
+            Some(readers) => Ok(readers::ReadConn::Set(readers.get().await?)),
+            None => self
+                .pool
+                .acquire()
+                .await
+                .map(readers::ReadConn::Pooled)
+                .map_err(store_error),
+        }
     }
 
     /// The pool that writes go to: on SQLite a single connection, elsewhere the pool.
@@ -450,12 +490,16 @@ impl SqlStore {
 
 /// SQLite's page cache of each reading connection, in KiB (`PRAGMA cache_size = -N`).
 ///
-/// Each connection has a cache of its own, SQLite's default 2 MiB: with the pool's ten readers
-/// and the writer that is 22 MiB of process memory once the database outgrows it, most of it
-/// the same pages ten times over. A reader finds the pages it misses in the operating
+/// Each connection has a cache of its own, SQLite's default 2 MiB: with ten readers, the
+/// pool's two and the writer that is 26 MiB of process memory once the database outgrows it,
+/// most of it the same pages twelve times over. A reader finds the pages it misses in the operating
 /// system's file cache (one `pread`, no disk), and keeps the upper levels of the b-trees it
 /// walks; the writer keeps SQLite's default, since it changes pages in place.
 const SQLITE_READER_CACHE_KIB: u32 = 256;
+
+/// The connections of SQLite's pool at most, beside the reading connections of the hot reads
+/// (`database.max_connections` of them): its reads are the operator's and the background's.
+const SQLITE_POOLED: u32 = 2;
 
 /// The writer's page cache, in KiB: SQLite's default.
 const SQLITE_WRITER_CACHE_KIB: u32 = 2048;
@@ -503,24 +547,31 @@ fn pool_options(
     options.after_connect(move |conn, _| {
         Box::pin(async move {
             if dialect == Dialect::Sqlite {
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                         PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 16777216;",
-                )
-                .await?;
-                conn.execute(
-                    format!(
-                        "PRAGMA cache_size = -{cache_kib}; \
-                             PRAGMA wal_autocheckpoint = {SQLITE_WRITER_AUTOCHECKPOINT}"
-                    )
-                    .as_str(),
-                )
-                .await?;
+                sqlite_settings(conn, cache_kib).await?;
             }
             Ok(())
         })
     })
+}
+
+/// A SQLite connection's settings: WAL with its file kept small after checkpoints, a busy
+/// timeout for what other processes hold, and a page cache of `cache_kib`.
+async fn sqlite_settings(conn: &mut AnyConnection, cache_kib: u32) -> Result<(), sqlx::Error> {
+    conn.execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 16777216;",
+    )
+    .await?;
+    conn.execute(
+        format!(
+            "PRAGMA cache_size = -{cache_kib}; \
+                 PRAGMA wal_autocheckpoint = {SQLITE_WRITER_AUTOCHECKPOINT}"
+        )
+        .as_str(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Rolls back after a failed statement: `Ok(())` when it lost a race (unique key, deadlock)

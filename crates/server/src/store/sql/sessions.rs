@@ -218,7 +218,7 @@ impl SqlStore {
         };
         let row = sqlx::query(self.q(SQL))
             .bind(access.to_hex())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(store_error)?;
         let Some(row) = row else {
@@ -509,7 +509,7 @@ impl SqlStore {
     ) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(self.q(sql))
             .bind(hash.to_hex())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(store_error)?;
         row.as_ref()
@@ -617,7 +617,7 @@ impl SessionStore for SqlStore {
         );
         let row = sqlx::query(self.q(SQL))
             .bind(access.to_hex())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(store_error)?;
         let Some(row) = row else {

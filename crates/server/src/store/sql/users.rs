@@ -51,7 +51,7 @@ impl SqlStore {
         let row = sqlx::query(self.q(SQL))
             .bind(app_id.as_str())
             .bind(openid.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(store_error)?;
         row.as_ref()
@@ -423,6 +423,15 @@ impl SqlStore {
         now: i64,
         merge: MergeRule,
     ) -> Result<Option<User>, StoreError> {
+        // The same data sent again (a client's profile on every launch) changes nothing: one
+        // read answers it, without a write. Read and write race as two updates would; the
+        // write below reads the row again under its lock.
+        let Some(current) = self.fetch_user_by_identity(app_id, openid).await? else {
+            return Ok(None);
+        };
+        if changes_nothing(&current, update) && (unionid.is_none() || current.unionid.is_some()) {
+            return Ok(Some(current));
+        }
         // On SQLite in the writer's group commit; elsewhere in a transaction of its own.
         let (app, open, change) = (app_id.clone(), openid.clone(), update.clone());
         let user = self
@@ -540,6 +549,15 @@ fn updated(mut user: User, update: &ProfileUpdate, now: i64) -> User {
     user
 }
 
+/// Whether writing `update` would leave `user` as it is (but for `updated_at`).
+fn changes_nothing(user: &User, update: &ProfileUpdate) -> bool {
+    changed_fields(user, update).is_empty()
+        && update
+            .phone
+            .as_ref()
+            .is_none_or(|phone| user.phone.as_ref() == Some(phone))
+}
+
 /// The names of the profile fields an update changes (the phone has an event of its own).
 fn changed_fields(user: &User, update: &ProfileUpdate) -> Vec<&'static str> {
     let p = &user.profile;
@@ -610,7 +628,7 @@ impl UserStore for SqlStore {
         };
         let rows = sqlx::query(self.q(SQL))
             .bind(user_id.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await
             .map_err(store_error)?;
         let identities: Vec<Identity> = rows
@@ -759,6 +777,61 @@ mod tests {
         assert_eq!(after.phone, update.phone);
         assert_eq!(after.extra, user.extra);
         assert_eq!((after.created_at, after.updated_at), (10, 30));
+    }
+
+    /// The same profile sent again (as a client does on every launch) is answered from a read:
+    /// the stored person, its `updated_at` and the events stay as they were.
+    #[tokio::test]
+    async fn an_update_that_changes_nothing_writes_nothing() {
+        use crate::store::UserStore as _;
+        const NOW: i64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::sqlite_in(dir.path()).await;
+        let (app, openid) = (
+            AppId::parse("wx1111111111111111").unwrap(),
+            OpenId::parse("o-again").unwrap(),
+        );
+        let merge = crate::service::people::merge;
+        store.login(&app, &openid, None, NOW, merge).await.unwrap();
+        let events = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        let update = |nickname: &str| ProfileUpdate {
+            nickname: Some(nickname.to_owned()),
+            city: Some("Shenzhen".to_owned()),
+            ..ProfileUpdate::default()
+        };
+        let set = |update: ProfileUpdate, now: i64| {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            async move {
+                store
+                    .update_profile(&app, &openid, &update, None, now, merge)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let first = set(update("A"), NOW + 10).await;
+        assert_eq!(first.updated_at, NOW + 10);
+        let events_after_first = events().await;
+
+        let again = set(update("A"), NOW + 20).await;
+        assert_eq!(again, first);
+        let stored = store
+            .user_by_identity(&app, &openid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, first);
+        assert_eq!(events().await, events_after_first);
+
+        let changed = set(update("B"), NOW + 30).await;
+        assert_eq!(changed.profile.nickname.as_deref(), Some("B"));
+        assert_eq!(changed.updated_at, NOW + 30);
+        assert_eq!(events().await, events_after_first + 1);
     }
 
     /// The events of first logins, and a delivery per endpoint that takes each: on SQLite
