@@ -492,9 +492,9 @@ impl SqlStore {
 ///
 /// Each connection has a cache of its own, SQLite's default 2 MiB: with ten readers, the
 /// pool's two and the writer that is 26 MiB of process memory once the database outgrows it,
-/// most of it the same pages twelve times over. A reader finds the pages it misses in the operating
-/// system's file cache (one `pread`, no disk), and keeps the upper levels of the b-trees it
-/// walks; the writer keeps SQLite's default, since it changes pages in place.
+/// most of it the same pages twelve times over. A reader finds the pages it misses in the
+/// operating system's file cache (one `pread`, no disk), and keeps the upper levels of the
+/// b-trees it walks; the writer keeps SQLite's default, since it changes pages in place.
 const SQLITE_READER_CACHE_KIB: u32 = 256;
 
 /// The connections of SQLite's pool at most, beside the reading connections of the hot reads
