@@ -130,6 +130,41 @@ pub struct ProfileUpdate {
     pub extra: Option<String>,
 }
 
+impl ProfileUpdate {
+    /// Whether writing this update (and linking `unionid`, when the person has none) would
+    /// leave `user` as it is, but for `updated_at`: the same profile sent again.
+    pub fn leaves(&self, user: &User, unionid: Option<&UnionId>) -> bool {
+        self.changed_fields(user).is_empty()
+            && self
+                .phone
+                .as_ref()
+                .is_none_or(|phone| user.phone.as_ref() == Some(phone))
+            && (unionid.is_none() || user.unionid.is_some())
+    }
+
+    /// The names of the profile fields this update changes in `user` (the phone has an
+    /// event of its own).
+    pub fn changed_fields(&self, user: &User) -> Vec<&'static str> {
+        let p = &user.profile;
+        let differs = |new: &Option<String>, old: &Option<String>| {
+            new.as_ref().is_some_and(|new| old.as_ref() != Some(new))
+        };
+        [
+            ("nickname", differs(&self.nickname, &p.nickname)),
+            ("avatar_url", differs(&self.avatar_url, &p.avatar_url)),
+            ("gender", self.gender.is_some_and(|g| g != p.gender)),
+            ("city", differs(&self.city, &p.city)),
+            ("province", differs(&self.province, &p.province)),
+            ("country", differs(&self.country, &p.country)),
+            ("language", differs(&self.language, &p.language)),
+            ("extra", differs(&self.extra, &user.extra)),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
 /// Two persons found to be one (by a unionid): who stays, who goes, and what the one who
 /// stays looks like afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,12 @@ async fn apply(
     update: &ProfileUpdate,
     unionid: Option<&UnionId>,
 ) -> Result<Profiled, ApiError> {
+    // The same profile sent again (a client's on every launch): the person as this request
+    // read it answers, without another read or a write. The read and a concurrent update race
+    // as two updates would.
+    if update.leaves(&caller.user, unionid) {
+        return profile(state, caller).await;
+    }
     let principal = &caller.principal;
     let user = state
         .stores

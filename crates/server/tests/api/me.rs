@@ -73,6 +73,56 @@ async fn user_info_from_wechat_updates_the_profile_with_emoji_intact() {
 }
 
 #[tokio::test]
+async fn the_same_user_info_again_keeps_the_profile_but_undoes_a_change_made_since() {
+    let app = spawn_app().await;
+    let login = app.login("carol").await;
+    let access = token(&login, "access_token");
+    let info = app
+        .sim(
+            "/sim/userinfo",
+            json!({ "appid": app.app_id, "user": "carol",
+                    "profile": { "nickName": "Carol", "city": "Wuhan", "gender": 2 } }),
+        )
+        .await;
+    let first: Value = app
+        .post_authed("/v1/me/userinfo", &access, info.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["nickname"], "Carol");
+    // Sent again later: the same person, not written again.
+    app.clock.advance(10);
+    let again = app
+        .post_authed("/v1/me/userinfo", &access, info.clone())
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["nickname"], "Carol");
+    assert_eq!(again["updated_at"], first["updated_at"]);
+    assert_eq!(again["identities"], first["identities"]);
+    // Changed meanwhile by the user: the same data sets it back.
+    let patched = app
+        .patch_authed("/v1/me", &access, json!({ "nickname": "Caz" }))
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let back: Value = app
+        .post_authed("/v1/me/userinfo", &access, info)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(back["nickname"], "Carol");
+    // As stored: an instance that shares no memory with this one reads the same.
+    let other = app.sibling().await;
+    let me: Value = other.me(&access).await.json().await.unwrap();
+    assert_eq!(me["nickname"], "Carol");
+    assert_eq!(me["city"], "Wuhan");
+    // RFC 3339 in UTC: ordered as text.
+    assert!(me["updated_at"].as_str().unwrap() > first["updated_at"].as_str().unwrap());
+}
+
+#[tokio::test]
 async fn overlong_fields_in_wechat_data_are_cut_to_fit_their_columns() {
     let app = spawn_app().await;
     let login = app.login("olga").await;

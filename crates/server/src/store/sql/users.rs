@@ -429,7 +429,7 @@ impl SqlStore {
         let Some(current) = self.fetch_user_by_identity(app_id, openid).await? else {
             return Ok(None);
         };
-        if changes_nothing(&current, update) && (unionid.is_none() || current.unionid.is_some()) {
+        if update.leaves(&current, unionid) {
             return Ok(Some(current));
         }
         // On SQLite in the writer's group commit; elsewhere in a transaction of its own.
@@ -511,7 +511,7 @@ impl SqlStore {
             .await
             .map_err(store_error)?;
         let through = Through { app_id, openid };
-        let fields = changed_fields(&user, update);
+        let fields = update.changed_fields(&user);
         if !fields.is_empty() {
             let event = Event::profile_updated(&user.id, through, &fields, now);
             emit(self, &mut *conn, &event).await.map_err(store_error)?;
@@ -547,36 +547,6 @@ fn updated(mut user: User, update: &ProfileUpdate, now: i64) -> User {
     set(&mut user.extra, &update.extra);
     user.updated_at = now;
     user
-}
-
-/// Whether writing `update` would leave `user` as it is (but for `updated_at`).
-fn changes_nothing(user: &User, update: &ProfileUpdate) -> bool {
-    changed_fields(user, update).is_empty()
-        && update
-            .phone
-            .as_ref()
-            .is_none_or(|phone| user.phone.as_ref() == Some(phone))
-}
-
-/// The names of the profile fields an update changes (the phone has an event of its own).
-fn changed_fields(user: &User, update: &ProfileUpdate) -> Vec<&'static str> {
-    let p = &user.profile;
-    let differs = |new: &Option<String>, old: &Option<String>| {
-        new.as_ref().is_some_and(|new| old.as_ref() != Some(new))
-    };
-    [
-        ("nickname", differs(&update.nickname, &p.nickname)),
-        ("avatar_url", differs(&update.avatar_url, &p.avatar_url)),
-        ("gender", update.gender.is_some_and(|g| g != p.gender)),
-        ("city", differs(&update.city, &p.city)),
-        ("province", differs(&update.province, &p.province)),
-        ("country", differs(&update.country, &p.country)),
-        ("language", differs(&update.language, &p.language)),
-        ("extra", differs(&update.extra, &user.extra)),
-    ]
-    .into_iter()
-    .filter_map(|(name, changed)| changed.then_some(name))
-    .collect()
 }
 
 // Reads run in the caller's task; writes run detached (see [`SqlStore`]).
