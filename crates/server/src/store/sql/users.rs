@@ -423,16 +423,9 @@ impl SqlStore {
         now: i64,
         merge: MergeRule,
     ) -> Result<Option<User>, StoreError> {
-        // The same data sent again (a client's profile on every launch) changes nothing: one
-        // read answers it, without a write. Read and write race as two updates would; the
-        // write below reads the row again under its lock.
-        let Some(current) = self.fetch_user_by_identity(app_id, openid).await? else {
-            return Ok(None);
-        };
-        if update.leaves(&current, unionid) {
-            return Ok(Some(current));
-        }
-        // On SQLite in the writer's group commit; elsewhere in a transaction of its own.
+        // On SQLite in the writer's group commit; elsewhere in a transaction of its own. The
+        // same data sent again is answered before this, from the caller's own read (see
+        // `service::people`); the write checks again under its lock and then writes nothing.
         let (app, open, change) = (app_id.clone(), openid.clone(), update.clone());
         let user = self
             .grouped(true, move |store, conn| {
@@ -452,12 +445,17 @@ impl SqlStore {
             self.link_unionid(&user.id, unionid, now, merge).await?;
             return self.fetch_user_by_identity(app_id, openid).await;
         }
+        if update.leaves(&user, None) {
+            // Nothing was written (see `write_profile_in`).
+            return Ok(Some(user));
+        }
         // The row as the UPDATE left it, without reading it again.
         Ok(Some(updated(user, update, now)))
     }
 
     /// A profile update inside the caller's transaction, with its events: the person as it
-    /// was before (`None`: no such identity, nothing written), and whether to keep it.
+    /// was before (`None`: no such identity, nothing written), and whether to keep it. An
+    /// update that would leave the person as they are writes nothing.
     async fn write_profile_in(
         &self,
         conn: &mut AnyConnection,
@@ -493,6 +491,9 @@ impl SqlStore {
         else {
             return Ok((None, false));
         };
+        if update.leaves(&user, None) {
+            return Ok((Some(user), false));
+        }
         let phone = update.phone.as_ref();
         sqlx::query(self.q(UPDATE))
             .bind(update.nickname.as_deref())
