@@ -607,7 +607,7 @@ mod tests {
         let clock = crate::clock::ManualClock::new();
         let stats = Stats::new(sql.clone(), Arc::new(clock.clone()));
         let app = AppId::parse("wx1234567890abcdef".to_owned()).unwrap();
-        // More persons than one transaction of marks takes.
+        // More persons than one write of marks takes (in a transaction, or in the group commit).
         for i in 0..450 {
             stats.login(&app, "returning", Some(&UserId::new(format!("u{i}"))));
         }
