@@ -1,6 +1,6 @@
 //! Group commit for SQLite: the hot writes (a login's new person and session, a refresh's
 //! rotation) queue for one task that runs whatever has queued up in one transaction, each
-//! write in a savepoint of its own, and commits once.
+//! write in a savepoint of its own (a batch of one write needs none), and commits once.
 //!
 //! - Atomicity: a write that fails, or decides to keep nothing, is rolled back to its
 //!   savepoint; the others in the batch are unaffected. When the commit fails, every write
@@ -297,6 +297,12 @@ async fn run_batch(
             }
         }
     }
+    // A batch of one write (what a quiet moment queues): the transaction is its savepoint,
+    // two hand-offs to the connection's thread fewer.
+    if sessions.is_empty() && jobs.len() == 1 {
+        let (job, reply) = jobs.pop().expect("one write");
+        return vec![(reply, run_alone(&mut conn, job).await)];
+    }
     // A batch of new sessions only (logins of returning users): its transaction, its
     // inserts and its commit in one execution, one hand-off to the connection's thread.
     let mut together = !sessions.is_empty();
@@ -435,6 +441,17 @@ async fn insert_sessions_saved(
         .map_err(store_error)
         .and_then(|()| unit().map(|value| (value, true)));
     settle(savepoint, outcome).await
+}
+
+/// The one write of a batch in the batch's transaction: committed when it keeps its
+/// changes, rolled back otherwise (as [`run_one`] does with its savepoint).
+async fn run_alone(conn: &mut PoolConnection<Any>, job: Job) -> Answer {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(store_error)?;
+    let outcome = job(&mut tx).await;
+    settle(tx, outcome).await
 }
 
 /// One write in its savepoint: released when it keeps its changes, rolled back otherwise.
