@@ -299,8 +299,10 @@ async fn run_batch(
     }
     // A batch of one write (what a quiet moment queues): the transaction is its savepoint,
     // two hand-offs to the connection's thread fewer.
-    if sessions.is_empty() && jobs.len() == 1 {
-        let (job, reply) = jobs.pop().expect("one write");
+    if sessions.is_empty()
+        && jobs.len() == 1
+        && let Some((job, reply)) = jobs.pop()
+    {
         return vec![(reply, run_alone(&mut conn, job).await)];
     }
     // A batch of new sessions only (logins of returning users): its transaction, its
@@ -521,6 +523,58 @@ mod tests {
             options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
         );
+    }
+
+    /// A write that inserts `x`, then keeps it, keeps nothing, or fails.
+    fn insert(x: i64, keep: bool, fail: bool) -> Job {
+        job(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t (x) VALUES (?)")
+                    .bind(x)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(store_error)?;
+                if fail {
+                    return Err(StoreError::Other(anyhow::anyhow!(
+                        "failed after its insert"
+                    )));
+                }
+                Ok((Box::new(()) as Box<dyn StdAny + Send>, keep))
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_write_that_keeps_nothing_or_fails_leaves_nothing_alone_or_beside_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("wxauth.db").display()
+        );
+        let (writer, readers) = (pool(&url).await, pool(&url).await);
+        sqlx::query("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+            .execute(&writer)
+            .await
+            .unwrap();
+        let group = GroupWriter::start(writer.clone(), readers, None, Arc::new(|| {}));
+        // One at a time: each is a batch of its own.
+        group.write(false, insert(1, false, false)).await.unwrap();
+        group.write(false, insert(2, true, true)).await.unwrap_err();
+        group.write(false, insert(3, true, false)).await.unwrap();
+        // Queued together: most often one batch.
+        let (kept_nothing, failed, kept) = tokio::join!(
+            group.write(false, insert(4, false, false)),
+            group.write(false, insert(5, true, true)),
+            group.write(false, insert(6, true, false)),
+        );
+        kept_nothing.unwrap();
+        failed.unwrap_err();
+        kept.unwrap();
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT x FROM t ORDER BY x")
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        assert_eq!(rows, [3, 6]);
     }
 
     #[tokio::test]

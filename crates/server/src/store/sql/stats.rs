@@ -115,14 +115,24 @@ impl SqlStore {
         if batch.active.is_empty() {
             return Ok(());
         }
-        if self.dialect() == Dialect::Sqlite {
-            return self.add_marks_grouped(batch).await;
-        }
+        // On SQLite in the writer's group commit, one write queued after the other (so that a
+        // batch of logins carries at most one of them).
+        let grouped = self.dialect() == Dialect::Sqlite;
+        let per_write = if grouped {
+            MARKS_PER_GROUPED_WRITE
+        } else {
+            MARKS_PER_TRANSACTION
+        };
         self.detached_quiet(move |store| {
             let batch = batch.clone();
             async move {
-                for marks in batch.active.chunks(MARKS_PER_TRANSACTION) {
-                    store.write_marks(marks).await?;
+                for start in (0..batch.active.len()).step_by(per_write) {
+                    let marks = start..(start + per_write).min(batch.active.len());
+                    if grouped {
+                        store.write_marks_grouped(batch.clone(), marks).await?;
+                    } else {
+                        store.write_marks(&batch.active[marks]).await?;
+                    }
                 }
                 Ok(())
             }
@@ -188,42 +198,20 @@ impl SqlStore {
         tx.commit().await.map_err(store_error)
     }
 
-    /// The distinct-person marks of a flush on SQLite: [`MARKS_PER_GROUPED_WRITE`] at a time in
-    /// the writer's group commit, one write queued after the other (so that a batch of logins
-    /// carries at most one of them), to the end whatever happens to the caller.
-    async fn add_marks_grouped(
+    /// The distinct-person marks `marks` of `batch` as one write of SQLite's group commit.
+    async fn write_marks_grouped(
         &self,
         batch: std::sync::Arc<StatsBatch>,
-    ) -> Result<(), StatsFailure> {
-        let store = self.clone();
-        let written = tokio::spawn(async move {
-            for start in (0..batch.active.len()).step_by(MARKS_PER_GROUPED_WRITE) {
-                let batch = batch.clone();
-                store
-                    .grouped(false, move |store, conn| {
-                        let batch = batch.clone();
-                        Box::pin(async move {
-                            let end = (start + MARKS_PER_GROUPED_WRITE).min(batch.active.len());
-                            store
-                                .write_marks_in(conn, &batch.active[start..end])
-                                .await?;
-                            Ok(((), true))
-                        })
-                    })
-                    .await?;
-            }
-            Ok(())
+        marks: std::ops::Range<usize>,
+    ) -> Result<(), StoreError> {
+        self.grouped(false, move |store, conn| {
+            let (batch, marks) = (batch.clone(), marks.clone());
+            Box::pin(async move {
+                store.write_marks_in(conn, &batch.active[marks]).await?;
+                Ok(((), true))
+            })
         })
         .await
-        .unwrap_or_else(|err| {
-            Err(StoreError::Other(anyhow::anyhow!(
-                "a statistics write did not finish: {err}"
-            )))
-        });
-        written.map_err(|error| StatsFailure {
-            error,
-            counts_written: true,
-        })
     }
 
     /// Distinct-person marks in one transaction (see [`SqlStore::write_marks_in`]).
