@@ -72,7 +72,12 @@ impl SqlStore {
             // A returning user costs one read.
             if let Some(mut user) = self.fetch_user_by_identity(app_id, openid).await? {
                 if let (Some(unionid), None) = (unionid, &user.unionid) {
-                    self.link_unionid(&user.id, unionid, now, merge).await?;
+                    let (user_id, unionid) = (user.id.clone(), unionid.clone());
+                    self.detached(move |store| {
+                        let (user_id, unionid) = (user_id.clone(), unionid.clone());
+                        async move { store.link_unionid(&user_id, &unionid, now, merge).await }
+                    })
+                    .await?;
                     user = self
                         .fetch_user_by_identity(app_id, openid)
                         .await?
@@ -565,16 +570,9 @@ impl UserStore for SqlStore {
         now: i64,
         merge: MergeRule,
     ) -> Result<LoginOutcome, StoreError> {
-        let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.cloned());
-        self.detached(move |store| {
-            let (app_id, openid, unionid) = (app_id.clone(), openid.clone(), unionid.clone());
-            async move {
-                store
-                    .run_login(&app_id, &openid, unionid.as_ref(), now, merge)
-                    .await
-            }
-        })
-        .await
+        // Not detached as a whole: its reads may be dropped anywhere, and each of its writes
+        // runs to completion by itself.
+        self.run_login(app_id, openid, unionid, now, merge).await
     }
 
     async fn user_by_identity(
@@ -708,6 +706,41 @@ pub(super) fn identity_from_row(row: &AnyRow) -> Result<Identity, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_returning_login_keeps_the_auth_cache_and_a_unionid_link_moves_it() {
+        const NOW: i64 = 1_700_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::sqlite_in(dir.path()).await;
+        let app = AppId::parse("wx1234567890abcdef").unwrap();
+        let openid = OpenId::parse("o-returning").unwrap();
+        let merge = crate::service::people::merge;
+        let first = store.login(&app, &openid, None, NOW, merge).await.unwrap();
+        assert!(first.is_new_user);
+        let cache = store.auth_cache.clone().expect("SQLite has an auth cache");
+        let before = cache.generation();
+        let again = store
+            .login(&app, &openid, None, NOW + 1, merge)
+            .await
+            .unwrap();
+        assert!(!again.is_new_user);
+        assert_eq!(again.user.id, first.user.id);
+        assert_eq!(
+            cache.generation(),
+            before,
+            "a returning login moved the cache"
+        );
+        let unionid = UnionId::parse("u-linked").unwrap();
+        let linked = store
+            .login(&app, &openid, Some(&unionid), NOW + 2, merge)
+            .await
+            .unwrap();
+        assert_eq!(linked.user.unionid.as_ref(), Some(&unionid));
+        assert!(
+            cache.generation() > before,
+            "linking a unionid left the cache as it was"
+        );
+    }
 
     #[test]
     fn an_update_sets_what_it_names_and_keeps_the_rest() {
