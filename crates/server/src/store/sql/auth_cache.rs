@@ -13,6 +13,9 @@
 //!
 //! Expiry is judged again on every hit with the service's clock, and an entry whose session
 //! is due to be marked as used ([`TOUCH_EVERY`]) is read again, so the mark lands.
+//!
+//! Memory: what is no longer served is dropped every [`FOREIGN_WRITES_SEEN_WITHIN`] by the
+//! store's sweep (see [`AuthCache::sweep_at`]), so a quiet process keeps none of it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +89,7 @@ impl AuthCache {
 
     /// Tokens kept (fresh or not yet swept).
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -127,6 +130,41 @@ impl AuthCache {
         }
         let check = AccessCheck::judge(entry.session.clone(), entry.token_expires_at, now);
         Some((check, entry.user.clone()))
+    }
+
+    /// Drops what is no longer served at `now` (filled before the current generation, or
+    /// longer ago than [`FOREIGN_WRITES_SEEN_WITHIN`]), and the room the maps grew to when
+    /// that empties them: what a burst of requests left behind does not outlive it in a
+    /// quiet process.
+    pub fn sweep_at(&self, now: Instant) {
+        let generation = self.generation();
+        let fresh = |g: u64, filled: Instant| {
+            g == generation && now.saturating_duration_since(filled) < FOREIGN_WRITES_SEEN_WITHIN
+        };
+        let dropped = {
+            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            entries.retain(|_, e| fresh(e.generation, e.filled));
+            entries.is_empty().then(|| std::mem::take(&mut *entries))
+        };
+        let dropped_identities = {
+            let mut cached = self
+                .identities
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            cached.retain(|_, e| fresh(e.generation, e.filled));
+            cached.is_empty().then(|| std::mem::take(&mut *cached))
+        };
+        // Freed after the locks.
+        drop((dropped, dropped_identities));
+    }
+
+    /// The room the token map has, in entries (what [`AuthCache::sweep_at`] gives back).
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .capacity()
     }
 
     /// A person's identities, when there is a fresh copy.
@@ -241,6 +279,24 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         }
+    }
+
+    #[test]
+    fn a_sweep_drops_what_is_no_longer_served_and_the_room_it_took() {
+        let cache = AuthCache::new();
+        for i in 0..100 {
+            let hash = TokenHash::of(&format!("t{i}"));
+            cache.fill(hash, cache.generation(), &valid(100, 130), &user());
+        }
+        cache.fill_identities(&UserId::new("u".to_owned()), cache.generation(), &[]);
+        // Fresh: kept.
+        cache.sweep_at(Instant::now());
+        assert_eq!(cache.len(), 100);
+        assert!(cache.identities(&UserId::new("u".to_owned())).is_some());
+        // Past the time an entry is served: gone, and the map's room with them.
+        cache.sweep_at(Instant::now() + FOREIGN_WRITES_SEEN_WITHIN);
+        assert_eq!((cache.len(), cache.room()), (0, 0));
+        assert!(cache.identities.lock().unwrap().capacity() == 0);
     }
 
     #[test]

@@ -193,6 +193,9 @@ impl SqlStore {
             _ => None,
         };
         let auth_cache = (dialect == Dialect::Sqlite).then(|| Arc::new(AuthCache::new()));
+        if let Some(cache) = &auth_cache {
+            tokio::spawn(sweep_auth_cache(Arc::downgrade(cache)));
+        }
         let outbox: Arc<events::Outbox> = Arc::default();
         let group = writer.as_ref().map(|writer| {
             let outbox = outbox.clone();
@@ -485,6 +488,20 @@ impl SqlStore {
             _ => self.pool.begin().await,
         };
         begin.map_err(store_error)
+    }
+}
+
+/// Sweeps the auth cache every [`FOREIGN_WRITES_SEEN_WITHIN`] (see [`AuthCache::sweep_at`]),
+/// for as long as it exists.
+async fn sweep_auth_cache(cache: std::sync::Weak<AuthCache>) {
+    let mut every = tokio::time::interval(FOREIGN_WRITES_SEEN_WITHIN);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        cache.sweep_at(std::time::Instant::now());
     }
 }
 
