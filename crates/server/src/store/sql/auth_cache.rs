@@ -122,8 +122,7 @@ impl AuthCache {
         let generation = self.generation();
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(hash)?;
-        if entry.generation != generation
-            || entry.filled.elapsed() >= FOREIGN_WRITES_SEEN_WITHIN
+        if !served(entry.generation, entry.filled, generation, Instant::now())
             || now - entry.session.last_seen_at >= TOUCH_EVERY
         {
             return None;
@@ -138,22 +137,12 @@ impl AuthCache {
     /// quiet process.
     pub fn sweep_at(&self, now: Instant) {
         let generation = self.generation();
-        let fresh = |g: u64, filled: Instant| {
-            g == generation && now.saturating_duration_since(filled) < FOREIGN_WRITES_SEEN_WITHIN
-        };
-        let dropped = {
-            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            entries.retain(|_, e| fresh(e.generation, e.filled));
-            entries.is_empty().then(|| std::mem::take(&mut *entries))
-        };
-        let dropped_identities = {
-            let mut cached = self
-                .identities
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            cached.retain(|_, e| fresh(e.generation, e.filled));
-            cached.is_empty().then(|| std::mem::take(&mut *cached))
-        };
+        let dropped = sweep(&self.entries, |e| {
+            served(e.generation, e.filled, generation, now)
+        });
+        let dropped_identities = sweep(&self.identities, |e| {
+            served(e.generation, e.filled, generation, now)
+        });
         // Freed after the locks.
         drop((dropped, dropped_identities));
     }
@@ -175,7 +164,7 @@ impl AuthCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let entry = cached.get(user_id)?;
-        (entry.generation == generation && entry.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN)
+        served(entry.generation, entry.filled, generation, Instant::now())
             .then(|| entry.identities.clone())
     }
 
@@ -188,8 +177,9 @@ impl AuthCache {
             .identities
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
         make_room(&mut cached, |e| {
-            e.generation == generation && e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN
+            served(e.generation, e.filled, generation, now)
         });
         cached.insert(
             user_id.clone(),
@@ -214,8 +204,9 @@ impl AuthCache {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
         make_room(&mut entries, |e| {
-            e.generation == generation && e.filled.elapsed() < FOREIGN_WRITES_SEEN_WITHIN
+            served(e.generation, e.filled, generation, now)
         });
         entries.insert(
             hash,
@@ -228,6 +219,20 @@ impl AuthCache {
             },
         );
     }
+}
+
+/// Whether an entry filled at `filled` in `filled_in` is still served at `now` in generation
+/// `generation`.
+fn served(filled_in: u64, filled: Instant, generation: u64, now: Instant) -> bool {
+    filled_in == generation && now.saturating_duration_since(filled) < FOREIGN_WRITES_SEEN_WITHIN
+}
+
+/// Keeps what `keep` says of `map`; gives the map back whole (its room with it) when nothing
+/// is kept, for the caller to drop after the lock.
+fn sweep<K, V>(map: &Mutex<HashMap<K, V>>, keep: impl Fn(&V) -> bool) -> Option<HashMap<K, V>> {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    map.retain(|_, v| keep(v));
+    map.is_empty().then(|| std::mem::take(&mut *map))
 }
 
 /// Before an insert: every [`SWEEP_EVERY`] entries, and at [`CAPACITY`], the stale ones go; and

@@ -598,15 +598,21 @@ mod tests {
         );
     }
 
+    /// Inserts `x` into `t`.
+    async fn insert_row(conn: &mut AnyConnection, x: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO t (x) VALUES (?)")
+            .bind(x)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
     /// A write that inserts `x`, then keeps it, keeps nothing, or fails.
     fn insert(x: i64, keep: bool, fail: bool) -> Job {
         job(move |conn| {
             Box::pin(async move {
-                sqlx::query("INSERT INTO t (x) VALUES (?)")
-                    .bind(x)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(store_error)?;
+                insert_row(conn, x).await?;
                 if fail {
                     return Err(StoreError::Other(anyhow::anyhow!(
                         "failed after its insert"
@@ -620,16 +626,8 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_keeps_nothing_or_fails_leaves_nothing_alone_or_beside_others() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("wxauth.db").display()
-        );
-        let (writer, readers) = (pool(&url).await, pool(&url).await);
-        sqlx::query("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
-            .execute(&writer)
-            .await
-            .unwrap();
-        let group = GroupWriter::start(writer.clone(), readers, None, Arc::new(|| {}));
+        let (writer, readers) = writer_and_readers(&dir).await;
+        let group = GroupWriter::start(writer, readers.clone(), None, Arc::new(|| {}));
         // One at a time: each is a batch of its own.
         group.write(false, insert(1, false, false)).await.unwrap();
         group.write(false, insert(2, true, true)).await.unwrap_err();
@@ -643,11 +641,7 @@ mod tests {
         kept_nothing.unwrap();
         failed.unwrap_err();
         kept.unwrap();
-        let rows: Vec<i64> = sqlx::query_scalar("SELECT x FROM t ORDER BY x")
-            .fetch_all(&writer)
-            .await
-            .unwrap();
-        assert_eq!(rows, [3, 6]);
+        assert_eq!(rows(&readers).await, [3, 6]);
     }
 
     /// A writer pool of one connection (as the store's) and a pool to read with, on a new
@@ -685,11 +679,7 @@ mod tests {
         let panics = |x: i64| {
             job(move |conn| {
                 Box::pin(async move {
-                    sqlx::query("INSERT INTO t (x) VALUES (?)")
-                        .bind(x)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(store_error)?;
+                    insert_row(conn, x).await?;
                     panic!("a write that panics after its insert");
                 })
             })

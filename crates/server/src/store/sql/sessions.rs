@@ -955,6 +955,37 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn an_idle_store_lets_go_of_the_tokens_it_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let session = session("s-idle");
+        store
+            .login(
+                &session.app_id,
+                &session.openid,
+                None,
+                NOW,
+                crate::service::people::merge,
+            )
+            .await
+            .unwrap();
+        store
+            .create(&session, token("a-idle"), token("r-idle"))
+            .await
+            .unwrap();
+        let (check, user) = store
+            .authenticate_with_user(&TokenHash::of("a-idle"), NOW)
+            .await
+            .unwrap();
+        assert!(matches!(check, AccessCheck::Valid { .. }) && user.is_some());
+        let cache = store.auth_cache.clone().expect("SQLite has an auth cache");
+        assert_eq!(cache.len(), 1);
+        // Nothing more happens: the entry, no longer served, goes by itself.
+        tokio::time::sleep(super::super::FOREIGN_WRITES_SEEN_WITHIN * 3).await;
+        assert_eq!(cache.len(), 0);
+    }
+
     /// Writes sessions `ids` as one batch (queued together: the test runtime runs the writer
     /// only once all are queued), with a first login queued among them when `with_login` says
     /// so. The access token of the `i`th is named `a-{label}-{i}`.

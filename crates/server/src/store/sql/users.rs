@@ -708,48 +708,6 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_idle_store_lets_go_of_the_tokens_it_cached() {
-        use crate::store::{AccessCheck, Session, SessionStore as _, TokenEntry};
-        use crate::tokens::TokenHash;
-        const NOW: i64 = 1_700_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::sqlite_in(dir.path()).await;
-        let app = AppId::parse("wx1234567890abcdef").unwrap();
-        let openid = OpenId::parse("o-idle").unwrap();
-        let merge = crate::service::people::merge;
-        store.login(&app, &openid, None, NOW, merge).await.unwrap();
-        let session = Session {
-            id: "s-idle".into(),
-            app_id: app,
-            openid,
-            sealed_session_key: "sealed".into(),
-            created_at: NOW,
-            last_seen_at: NOW,
-            expires_at: NOW + 3600,
-            revoked_at: None,
-            user_agent: None,
-            ip: None,
-        };
-        let access = TokenHash::of("a-idle");
-        let entry = |hash, expires_at| TokenEntry { hash, expires_at };
-        store
-            .create(
-                &session,
-                entry(access, NOW + 600),
-                entry(TokenHash::of("r-idle"), NOW + 3600),
-            )
-            .await
-            .unwrap();
-        let (check, user) = store.authenticate_with_user(&access, NOW).await.unwrap();
-        assert!(matches!(check, AccessCheck::Valid { .. }) && user.is_some());
-        let cache = store.auth_cache.clone().expect("SQLite has an auth cache");
-        assert_eq!(cache.len(), 1);
-        // Nothing more happens: the entry, no longer served, goes by itself.
-        tokio::time::sleep(super::super::FOREIGN_WRITES_SEEN_WITHIN * 3).await;
-        assert_eq!(cache.len(), 0);
-    }
-
-    #[tokio::test]
     async fn a_returning_login_keeps_the_auth_cache_and_a_unionid_link_moves_it() {
         const NOW: i64 = 1_700_000_000;
         let dir = tempfile::tempdir().unwrap();
